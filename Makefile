@@ -1,0 +1,32 @@
+# energyflow: `make demo` and `make test` each set everything up from a fresh clone.
+# TORCH_SPEC picks the torch to install (default: the CPU build on this machine's disk);
+# point it at another, e.g. `make test TORCH_SPEC="torch==2.11.0"`.
+PYTHON ?= python3
+TORCH_SPEC ?= torch==2.13.0
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.energyflow-installed
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp)
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q "$(TORCH_SPEC)" numpy tqdm matplotlib pytest scipy scikit-learn "triton>=3.2"
+	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	$(PY) -c "import energyflow; print(energyflow.backends())"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m energyflow.demo --out demo_out
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_energy.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info energyflow/_C*.so demo_out

@@ -1,0 +1,318 @@
+"""Energy scores and energy distances between point sets (design doc, sections 2-5).
+
+All ops take unbatched ``(N, D)`` or batched ``(B, N, D)`` point sets and return a scalar ``()``
+or ``(B,)``. ``backend`` picks the kernel: ``"auto"`` (CUDA -> Triton, CPU -> C++ if built, else
+the reference), ``"triton"``, ``"cpp"`` or ``"reference"`` (pure PyTorch, builds the N x M
+matrix). Gradients flow to every floating input: points and weights.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from energyflow import _backends, _ops, reference
+from energyflow._validation import (
+    check_beta,
+    check_choice,
+    check_points,
+    check_same_kind,
+    check_weights,
+)
+
+__all__ = ["pairwise_power_sum", "energy_score", "energy_distance", "sliced_energy_distance"]
+
+
+def _precision() -> str:
+    """tl.dot precision for fp32 inputs, following torch.set_float32_matmul_precision."""
+    return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
+
+
+def _batched(t: Optional[Tensor], dims: int) -> Optional[Tensor]:
+    """Add the leading batch dim to an unbatched tensor (None stays None)."""
+    if t is None or t.dim() == dims:
+        return t
+    return t.unsqueeze(0)
+
+
+def _ones_like_rows(points: Tensor) -> Tensor:
+    return torch.ones(points.shape[:-1], dtype=points.dtype, device=points.device)
+
+
+def _cross(x: Tensor, y: Tensor, a: Tensor, b: Tensor, beta: float, backend: str) -> Tensor:
+    """S(X, Y; a, b) on validated batched inputs (B, N, D), (B, M, D), (B, N), (B, M)."""
+    if backend == "reference":
+        return reference.cross_power_sum(x, y, a, b, beta)
+    return _ops.cross_power_sum(x, y, a, b, beta, backend, _precision())
+
+
+def _self(y: Tensor, b: Tensor, beta: float, backend: str) -> Tensor:
+    """S_self(Y; b) on validated batched inputs (B, M, D), (B, M)."""
+    if backend == "reference":
+        return reference.self_power_sum(y, b, beta)
+    return _ops.self_power_sum(y, b, beta, backend, _precision())
+
+
+def pairwise_power_sum(
+    x: Tensor,
+    y: Optional[Tensor] = None,
+    *,
+    beta: float = 1.0,
+    x_weights: Optional[Tensor] = None,
+    y_weights: Optional[Tensor] = None,
+    backend: str = "auto",
+) -> Tensor:
+    """Weighted sum of ``||x_i - y_j||^beta`` over all pairs, without an N x M buffer.
+
+    Cross sum (``y`` given):   S(X, Y; a, b) = sum_i sum_j a_i b_j ||x_i - y_j||^beta
+    Self sum (``y is None``):  S_self(X; a)  = sum_{i != j} a_i a_j ||x_i - x_j||^beta
+
+    Args:
+        x: ``(N, D)`` or ``(B, N, D)`` floating points.
+        y: ``(M, D)`` or ``(B, M, D)``, same dtype, device and batching as ``x``; ``None`` for the
+            self sum.
+        beta: exponent in (0, 2].
+        x_weights: ``(N,)`` / ``(B, N)`` non-negative weights (default 1 each).
+        y_weights: ``(M,)`` / ``(B, M)``; only with ``y``.
+        backend: ``"auto"``, ``"triton"``, ``"cpp"`` or ``"reference"``.
+
+    Returns:
+        ``()`` for unbatched inputs, ``(B,)`` for batched ones.
+    """
+    check_points("x", x)
+    beta = check_beta(beta)
+    x_weights = check_weights("x_weights", x_weights, x, "x")
+    if y is None:
+        if y_weights is not None:
+            raise ValueError("y_weights was given without y; pass the self-sum weights as x_weights")
+    else:
+        check_points("y", y)
+        check_same_kind("x", x, "y", y)
+        y_weights = check_weights("y_weights", y_weights, y, "y")
+    backend = _backends.resolve(backend, x.device)
+    unbatched = x.dim() == 2
+    x3 = _batched(x, 3)
+    a = _batched(x_weights, 2) if x_weights is not None else _ones_like_rows(x3)
+    if y is None:
+        out = _self(x3, a, beta, backend)
+    else:
+        y3 = _batched(y, 3)
+        b = _batched(y_weights, 2) if y_weights is not None else _ones_like_rows(y3)
+        out = _cross(x3, y3, a, b, beta, backend)
+    return out[0] if unbatched else out
+
+
+def energy_score(
+    samples: Tensor,
+    target: Tensor,
+    *,
+    beta: float = 1.0,
+    weights: Optional[Tensor] = None,
+    reduction: str = "mean",
+    backend: str = "auto",
+) -> Tensor:
+    """Energy score of ``m`` model samples per target (unbiased, design doc section 2).
+
+        ES_b = (1/m) sum_j ||y_bj - x_b||^beta - 1/(2 m (m-1)) sum_{j != k} ||y_bj - y_bk||^beta
+
+    Args:
+        samples: ``(B, m, D)`` model samples per target (or ``(m, D)`` for one target), m >= 2.
+        target: ``(B, D)`` observations (or ``(D,)``).
+        beta: exponent in (0, 2); 2 is allowed but only matches means.
+        weights: ``(B,)`` non-negative target weights.
+        reduction: ``"mean"`` (weighted mean over targets), ``"sum"`` (weighted sum) or
+            ``"none"`` (the ``(B,)`` scores, each multiplied by its weight if weights are given).
+
+    Returns:
+        ``()`` for ``"mean"``/``"sum"``; ``(B,)`` for ``"none"`` (``()`` for one unbatched target).
+    """
+    check_points("samples", samples)
+    if not isinstance(target, Tensor):
+        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    if target.dim() != samples.dim() - 1:
+        raise ValueError(
+            f"target must have shape {tuple(samples.shape[:-2]) + (samples.shape[-1],)} for samples "
+            f"of shape {tuple(samples.shape)} (samples (B, m, D) with target (B, D), or (m, D) with (D,)), "
+            f"got {tuple(target.shape)}"
+        )
+    if samples.shape[-2] < 2:
+        raise ValueError(
+            f"the energy score needs m >= 2 samples per target, got m={samples.shape[-2]} "
+            f"(samples shape {tuple(samples.shape)})"
+        )
+    beta = check_beta(beta)
+    reduction = check_choice("reduction", reduction, ("mean", "sum", "none"))
+    unbatched = samples.dim() == 2
+    samples3 = _batched(samples, 3)
+    target3 = target.reshape(-1, 1, target.shape[-1]) if target.dim() >= 1 else target
+    check_points("target", target3)
+    check_same_kind("target", target3, "samples", samples3)
+    if weights is not None:
+        weights = check_weights("weights", weights.reshape(-1), target3[..., 0, :], "target")
+    backend = _backends.resolve(backend, samples.device)
+
+    m = samples3.shape[1]
+    ones_target = _ones_like_rows(target3)
+    ones_samples = _ones_like_rows(samples3)
+    to_target = _cross(target3, samples3, ones_target, ones_samples, beta, backend) / m
+    spread = _self(samples3, ones_samples, beta, backend) / (2 * m * (m - 1))
+    scores = to_target - spread
+    if weights is not None:
+        scores = scores * weights
+    if reduction == "none":
+        return scores[0] if unbatched else scores
+    total = scores.sum()
+    if reduction == "sum":
+        return total
+    return total / (weights.sum() if weights is not None else scores.shape[0])
+
+
+def _normalised(weights: Optional[Tensor], points: Tensor) -> Tensor:
+    if weights is None:
+        return _ones_like_rows(points) / points.shape[-2]
+    return weights / weights.sum(-1, keepdim=True)
+
+
+def _is_uniform(weights: Optional[Tensor]) -> bool:
+    return weights is None or bool((weights == weights[..., :1]).all())
+
+
+def energy_distance(
+    x: Tensor,
+    y: Tensor,
+    *,
+    beta: float = 1.0,
+    x_weights: Optional[Tensor] = None,
+    y_weights: Optional[Tensor] = None,
+    statistic: str = "v",
+    include_xx: bool = True,
+    backend: str = "auto",
+) -> Tensor:
+    """Energy distance between two weighted samples (design doc section 3).
+
+        V:  ED = 2 sum_ij a_i b_j |x_i - y_j|^b - sum_ij a_i a_j |x_i - x_j|^b - sum_ij b_i b_j |y_i - y_j|^b
+        U:  the same with the i = j terms dropped and the within-set sums over N(N-1), M(M-1)
+
+    with weights normalised to sum to 1 (uniform by default). ``include_xx=False`` drops the X-X
+    term, which has no gradient with respect to the model: a training loss may skip it.
+
+    Args:
+        x: ``(N, D)`` or ``(B, N, D)``, typically data.
+        y: ``(M, D)`` or ``(B, M, D)``, typically model samples.
+        statistic: ``"v"`` (any weights, ED >= 0) or ``"u"`` (unbiased, uniform weights only,
+            N, M >= 2).
+
+    Returns:
+        ``()`` or ``(B,)``.
+    """
+    check_points("x", x)
+    check_points("y", y)
+    check_same_kind("x", x, "y", y)
+    beta = check_beta(beta)
+    statistic = check_choice("statistic", statistic, ("v", "u"))
+    x_weights = check_weights("x_weights", x_weights, x, "x")
+    y_weights = check_weights("y_weights", y_weights, y, "y")
+    backend = _backends.resolve(backend, x.device)
+    unbatched = x.dim() == 2
+    x3, y3 = _batched(x, 3), _batched(y, 3)
+    n, m = x3.shape[1], y3.shape[1]
+
+    if statistic == "u":
+        for name, w in (("x_weights", x_weights), ("y_weights", y_weights)):
+            if not torch.compiler.is_compiling() and not _is_uniform(w):
+                raise ValueError(f"statistic='u' needs uniform weights, but {name} is not uniform; use statistic='v'")
+        for name, count in (("x", n), ("y", m)):
+            if count < 2:
+                raise ValueError(f"statistic='u' needs at least 2 points in {name}, got {count}")
+        ones_x, ones_y = _ones_like_rows(x3), _ones_like_rows(y3)
+        out = 2 * _cross(x3, y3, ones_x, ones_y, beta, backend) / (n * m)
+        out = out - _self(y3, ones_y, beta, backend) / (m * (m - 1))
+        if include_xx:
+            out = out - _self(x3, ones_x, beta, backend) / (n * (n - 1))
+    else:
+        a = _normalised(_batched(x_weights, 2), x3)
+        b = _normalised(_batched(y_weights, 2), y3)
+        out = 2 * _cross(x3, y3, a, b, beta, backend) - _self(y3, b, beta, backend)
+        if include_xx:
+            out = out - _self(x3, a, beta, backend)
+    return out[0] if unbatched else out
+
+
+def sphere_mean_abs_constant(dim: int) -> float:
+    """c_D = sqrt(pi) Gamma((D+1)/2) / Gamma(D/2), so that E|w.v| = ||v|| / c_D on the sphere."""
+    return math.exp(0.5 * math.log(math.pi) + math.lgamma((dim + 1) / 2) - math.lgamma(dim / 2))
+
+
+def _sorted_pair_sum(values: Tensor, weights: Tensor) -> Tensor:
+    """P = sum_{i<j} w_i w_j |z_i - z_j| along the last dim, via one sort (design doc sec. 5).
+
+    For sorted z with weights w and inclusive cumulative weights C_k, total T:
+        P = sum_k w_k z_k (C_{k-1} - (T - C_k)) = sum_k w_k z_k (2 C_k - w_k - T)
+    """
+    order = torch.argsort(values, dim=-1)
+    z = torch.gather(values, -1, order).double()
+    w = torch.gather(weights.expand_as(values), -1, order).double()
+    cumulative = torch.cumsum(w, dim=-1)
+    total = cumulative[..., -1:]
+    return (w * z * (2 * cumulative - w - total)).sum(-1)
+
+
+def sliced_energy_distance(
+    x: Tensor,
+    y: Tensor,
+    *,
+    num_projections: int = 128,
+    x_weights: Optional[Tensor] = None,
+    y_weights: Optional[Tensor] = None,
+    generator: Optional[torch.Generator] = None,
+    max_chunk_elements: int = 1 << 24,
+) -> Tensor:
+    """Unbiased sliced estimate of the V-statistic energy distance with beta = 1 (section 5).
+
+    For L directions w_l uniform on the sphere, each 1-D energy distance comes from one sort of
+    the projections of X u Y, O((N+M) log(N+M)):
+
+        ED ~= c_D / L sum_l [2 P_l(X u Y) - 4 P_l(X) - 4 P_l(Y)],  c_D = sqrt(pi) G((D+1)/2) / G(D/2)
+
+    with P the weighted within-set pair sum (weights normalised to 1). Unbiased for every L; the
+    variance falls as 1/L. Differentiable through the sort. Directions are processed in chunks of
+    at most ``max_chunk_elements`` projected values to bound memory.
+
+    Args:
+        x: ``(N, D)`` or ``(B, N, D)``; y: ``(M, D)`` or ``(B, M, D)``.
+        num_projections: L >= 1.
+        generator: the ``torch.Generator`` for the directions (on the points' device).
+
+    Returns:
+        ``()`` or ``(B,)``, in the points' dtype.
+    """
+    check_points("x", x)
+    check_points("y", y)
+    check_same_kind("x", x, "y", y)
+    if isinstance(num_projections, bool) or not isinstance(num_projections, int) or num_projections < 1:
+        raise ValueError(f"num_projections must be a positive int, got {num_projections!r}")
+    x_weights = check_weights("x_weights", x_weights, x, "x")
+    y_weights = check_weights("y_weights", y_weights, y, "y")
+    unbatched = x.dim() == 2
+    x3, y3 = _batched(x, 3), _batched(y, 3)
+    a = _normalised(_batched(x_weights, 2), x3)[:, None, :]  # (B, 1, N)
+    b = _normalised(_batched(y_weights, 2), y3)[:, None, :]
+    both = torch.cat([x3, y3], dim=1)
+    ab = torch.cat([a, b], dim=-1)
+    n, dim = x3.shape[1], x3.shape[-1]
+
+    directions = torch.randn(num_projections, dim, generator=generator, device=x.device, dtype=x.dtype)
+    directions = directions / directions.norm(dim=-1, keepdim=True)
+    per_chunk = max(1, max_chunk_elements // (both.shape[0] * both.shape[1]))
+    total = torch.zeros(x3.shape[0], dtype=torch.float64, device=x.device)
+    for start in range(0, num_projections, per_chunk):
+        chunk = directions[start : start + per_chunk]
+        proj = torch.einsum("bnd,ld->bln", both, chunk)  # (B, L_chunk, N + M)
+        pairs_both = _sorted_pair_sum(proj, ab)
+        pairs_x = _sorted_pair_sum(proj[..., :n], a)
+        pairs_y = _sorted_pair_sum(proj[..., n:], b)
+        total = total + (2 * pairs_both - 4 * pairs_x - 4 * pairs_y).sum(-1)
+    out = (sphere_mean_abs_constant(dim) / num_projections * total).to(x.dtype)
+    return out[0] if unbatched else out
