@@ -11,10 +11,10 @@ STAMP := $(VENV)/.energyflow-installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp)
+$(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q "$(TORCH_SPEC)" numpy tqdm matplotlib pytest scipy scikit-learn "triton>=3.2"
+	$(PY) -m pip install -q "$(TORCH_SPEC)" numpy tqdm matplotlib pytest scipy scikit-learn ninja "triton>=3.2"
 	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
 	$(PY) -c "import energyflow; print(energyflow.backends())"
 	touch $(STAMP)

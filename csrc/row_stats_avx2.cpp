@@ -1,0 +1,14 @@
+// Row-statistics kernel compiled for AVX2 + FMA; chosen at run time only on CPUs that have both.
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "row_stats_kernel_variants.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#pragma GCC target("avx2,fma")
+#endif
+#define EF_KERNEL_NAMESPACE avx2
+#include "row_stats_kernel.h"

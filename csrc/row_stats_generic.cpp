@@ -1,0 +1,11 @@
+// Row-statistics kernel for the baseline ISA of the build (portable).
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "row_stats_kernel_variants.h"
+
+#define EF_KERNEL_NAMESPACE generic
+#include "row_stats_kernel.h"
