@@ -5,9 +5,11 @@ For each batch entry and each row i of X (N, D) against Y (M, D) with weights b 
     rowsum_i = sum_j b_j r_ij^beta
     wdiff_i  = sum_j b_j r_ij^(beta-2) (x_i - y_j) = x_i sum_j w_ij - (W Y)_i    (if WANT_GRAD)
 
-with r_ij^2 = |x_i|^2 + |y_j|^2 - 2 x_i.y_j (the x.y tile on ``tl.dot``), clamped at 0, and a
-term dropped when r_ij^2 falls under the rounding floor ``floor_rel * (|x_i|^2 + |y_j|^2)``
-(exact duplicates: subgradient 0) or when i = j for the self sum. A program owns BLOCK_N rows
+with r_ij^2 = |x_i|^2 + |y_j|^2 - 2 x_i.y_j (the x.y tile on ``tl.dot``), and a term dropped
+when r_ij^2 falls under the rounding floor ``floor_rel * (|x_i|^2 + |y_j|^2)`` (exact duplicates:
+subgradient 0) or when i = j for the self sum. For D <= DIRECT_MAX_DIM the expansion would
+waste a padded dot and lose accuracy for close pairs, so r_ij^2 and wdiff come from exact
+differences instead (DIRECT). A program owns BLOCK_N rows
 (and, for the gradient, BLOCK_DV feature columns of W Y) and streams BLOCK_M-column tiles of Y
 past them: no N x M buffer, no atomics, so results are deterministic. The launcher centres both
 sets on the mean of Y first, so the expansion does not cancel for data far from the origin.
@@ -42,7 +44,8 @@ def _row_stats_kernel(
     x_ptr, y_ptr, b_ptr, x_sq_ptr, y_sq_ptr, params_ptr, rowsum_ptr, wdiff_ptr,
     n_rows, n_cols, dim,
     EXCLUDE_DIAG: tl.constexpr, WANT_GRAD: tl.constexpr, PRECISION: tl.constexpr,
-    ACC: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_DV: tl.constexpr,
+    ACC: tl.constexpr, DIRECT: tl.constexpr, DIM: tl.constexpr, BLOCK_K: tl.constexpr,
+    BLOCK_DV: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
 ):
     n_row_tiles = tl.cdiv(n_rows, BLOCK_N)
@@ -66,40 +69,65 @@ def _row_stats_kernel(
     for col_start in range(0, n_cols, BLOCK_M):
         cols = col_start + tl.arange(0, BLOCK_M)
         col_ok = cols < n_cols
-        dots = tl.zeros([BLOCK_N, BLOCK_M], dtype=ACC)
-        for k_start in range(0, dim, BLOCK_K):
-            ks = k_start + tl.arange(0, BLOCK_K)
-            k_ok = ks < dim
-            x_tile = tl.load(x_base + rows[:, None] * dim + ks[None, :],
-                             mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-            y_tile_t = tl.load(y_base + cols[None, :] * dim + ks[:, None],
-                               mask=k_ok[:, None] & col_ok[None, :], other=0.0)
-            dots = tl.dot(x_tile, y_tile_t, dots, input_precision=PRECISION, out_dtype=ACC)
-        y_sq = tl.load(y_sq_ptr + batch * n_cols + cols, mask=col_ok, other=0.0)
-        weights = tl.load(b_ptr + batch * n_cols + cols, mask=col_ok, other=0.0).to(ACC)
-        sq_norms = x_sq[:, None] + y_sq[None, :]
-        r2 = sq_norms - 2.0 * dots
-        keep = (r2 > floor_rel * sq_norms) & row_ok[:, None] & col_ok[None, :]
+        valid = row_ok[:, None] & col_ok[None, :]
+        if DIRECT:
+            # Small D: exact differences, one feature at a time (duplicates give r = 0 exactly).
+            r2 = tl.zeros([BLOCK_N, BLOCK_M], dtype=ACC)
+            for k in tl.static_range(DIM):
+                x_k = tl.load(x_base + rows * DIM + k, mask=row_ok, other=0.0).to(ACC)
+                y_k = tl.load(y_base + cols * DIM + k, mask=col_ok, other=0.0).to(ACC)
+                diff = x_k[:, None] - y_k[None, :]
+                r2 += diff * diff
+            keep = valid & (r2 > 0.0)
+        else:
+            dots = tl.zeros([BLOCK_N, BLOCK_M], dtype=ACC)
+            for k_start in range(0, dim, BLOCK_K):
+                ks = k_start + tl.arange(0, BLOCK_K)
+                k_ok = ks < dim
+                x_tile = tl.load(x_base + rows[:, None] * dim + ks[None, :],
+                                 mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+                y_tile_t = tl.load(y_base + cols[None, :] * dim + ks[:, None],
+                                   mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+                dots = tl.dot(x_tile, y_tile_t, dots, input_precision=PRECISION, out_dtype=ACC)
+            y_sq = tl.load(y_sq_ptr + batch * n_cols + cols, mask=col_ok, other=0.0)
+            sq_norms = x_sq[:, None] + y_sq[None, :]
+            r2 = sq_norms - 2.0 * dots
+            keep = valid & (r2 > floor_rel * sq_norms)
         if EXCLUDE_DIAG:
             keep = keep & (rows[:, None] != cols[None, :])
+        weights = tl.load(b_ptr + batch * n_cols + cols, mask=col_ok, other=0.0).to(ACC)
         safe_r2 = tl.where(keep, r2, 1.0)
         weighted_pow = tl.where(keep, weights[None, :] * tl.exp2(half_beta * tl.log2(safe_r2)), 0.0)
         acc_pow += tl.sum(weighted_pow, axis=1)
         if WANT_GRAD:
             w = weighted_pow / safe_r2  # b_j r_ij^(beta-2)
-            acc_w += tl.sum(w, axis=1)
-            y_vals = tl.load(y_base + cols[:, None] * dim + dvs[None, :],
-                             mask=col_ok[:, None] & dv_ok[None, :], other=0.0).to(ACC)
-            acc_wy = tl.dot(w, y_vals, acc_wy, input_precision=PRECISION, out_dtype=ACC)
+            if DIRECT:  # wdiff accumulated as sum_j w_ij (x_i - y_j): no cancellation
+                for k in tl.static_range(DIM):
+                    x_k = tl.load(x_base + rows * DIM + k, mask=row_ok, other=0.0).to(ACC)
+                    y_k = tl.load(y_base + cols * DIM + k, mask=col_ok, other=0.0).to(ACC)
+                    part = tl.sum(w * (x_k[:, None] - y_k[None, :]), axis=1)
+                    acc_wy += tl.where(dvs[None, :] == k, part[:, None], 0.0)
+            else:
+                acc_w += tl.sum(w, axis=1)
+                y_vals = tl.load(y_base + cols[:, None] * dim + dvs[None, :],
+                                 mask=col_ok[:, None] & dv_ok[None, :], other=0.0).to(ACC)
+                acc_wy = tl.dot(w, y_vals, acc_wy, input_precision=PRECISION, out_dtype=ACC)
 
     if dv_tile == 0:
         tl.store(rowsum_ptr + batch * n_rows + rows, acc_pow, mask=row_ok)
     if WANT_GRAD:
-        x_vals = tl.load(x_base + rows[:, None] * dim + dvs[None, :],
-                         mask=row_ok[:, None] & dv_ok[None, :], other=0.0).to(ACC)
-        wdiff = x_vals * acc_w[:, None] - acc_wy
+        if DIRECT:
+            wdiff = acc_wy
+        else:
+            x_vals = tl.load(x_base + rows[:, None] * dim + dvs[None, :],
+                             mask=row_ok[:, None] & dv_ok[None, :], other=0.0).to(ACC)
+            wdiff = x_vals * acc_w[:, None] - acc_wy
         tl.store(wdiff_ptr + batch * n_rows * dim + rows[:, None] * dim + dvs[None, :], wdiff,
                  mask=row_ok[:, None] & dv_ok[None, :])
+
+
+# Up to this many features, distances come from exact differences instead of the tl.dot expansion.
+DIRECT_MAX_DIM = 8
 
 
 def _feature_block(dim: int) -> int:
@@ -133,7 +161,8 @@ def row_stats(
     params = torch.tensor([0.5 * beta, _R2_FLOOR[floor_key]], dtype=acc, device=x.device)
     rowsum = torch.empty((batch, n_rows), dtype=acc, device=x.device)
     wdiff = torch.empty((batch, n_rows, dim) if want_grad else (0,), dtype=acc, device=x.device)
-    block_dv = _feature_block(dim)
+    direct = dim <= DIRECT_MAX_DIM
+    block_dv = max(2, triton.next_power_of_2(dim)) if direct else _feature_block(dim)
     dv_tiles = triton.cdiv(dim, block_dv) if want_grad else 1
 
     def grid(meta):
@@ -144,6 +173,7 @@ def row_stats(
         n_rows, n_cols, dim,
         EXCLUDE_DIAG=exclude_diag, WANT_GRAD=want_grad, PRECISION=precision,
         ACC=tl.float64 if acc == torch.float64 else tl.float32,
+        DIRECT=direct, DIM=dim if direct else 0,
         BLOCK_K=_feature_block(dim), BLOCK_DV=block_dv,
     )
     return rowsum, wdiff

@@ -1,0 +1,158 @@
+"""Every fused backend against the pure-PyTorch reference: values and gradients."""
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import FUSED_BACKENDS
+from helpers import assert_close_scaled
+
+import energyflow as ef
+
+BETAS = [0.3, 0.5, 1.0, 1.5, 2.0]
+# (N, M, D): every size of the spec (N or M in 1, 2, 3, 17, 257; D in 1, 3, 64, 300) appears,
+# with tile-straddling, non-power-of-two combinations.
+SHAPES_CPP = [(1, 1, 1), (2, 3, 3), (3, 17, 64), (17, 257, 300), (257, 2, 1), (257, 257, 3), (1, 257, 64), (17, 1, 300)]
+# The interpreter runs each program on NumPy: smaller sets, same odd sizes.
+SHAPES_TRITON = [(1, 1, 1), (2, 3, 3), (3, 17, 64), (17, 2, 300), (20, 17, 1), (1, 33, 64)]
+RTOL = {torch.float64: 1e-10, torch.float32: 2e-4}
+
+
+def _shapes(backend):
+    return SHAPES_CPP if backend == "cpp" else SHAPES_TRITON
+
+
+def _inputs(n, m, d, dtype, batch, weighted):
+    lead = (batch,) if batch else ()
+    x = torch.randn(*lead, n, d, dtype=dtype)
+    y = torch.randn(*lead, m, d, dtype=dtype) * 1.5 + 0.3
+    a = torch.rand(*lead, n, dtype=dtype) + 0.1 if weighted else None
+    b = torch.rand(*lead, m, dtype=dtype) + 0.1 if weighted else None
+    leaves = [t.requires_grad_() for t in (x, y, a, b) if t is not None]
+    return x, y, a, b, leaves
+
+
+def _value_and_grads(backend, x, y, a, b, leaves, beta):
+    cross = ef.pairwise_power_sum(x, y, beta=beta, x_weights=a, y_weights=b, backend=backend)
+    own = ef.pairwise_power_sum(y, beta=beta, x_weights=b, backend=backend)
+    seed = torch.linspace(0.5, 1.5, cross.numel(), dtype=cross.dtype).reshape(cross.shape)
+    grads = torch.autograd.grad((seed * (cross + 0.7 * own)).sum(), leaves)
+    return [cross.detach(), own.detach(), *grads]
+
+
+@pytest.mark.parametrize("backend", FUSED_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("beta", BETAS)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_matches_reference(backend, dtype, beta, weighted):
+    for index, (n, m, d) in enumerate(_shapes(backend)):
+        batch = 2 if index % 2 else None
+        x, y, a, b, leaves = _inputs(n, m, d, dtype, batch, weighted)
+        got = _value_and_grads(backend, x, y, a, b, leaves, beta)
+        want = _value_and_grads("reference", x, y, a, b, leaves, beta)
+        names = ["cross", "self", "grad x", "grad y", "grad a", "grad b"]
+        for name, g, w in zip(names, got, want):
+            # self sums of one point are exactly 0 and their gradients too
+            assert_close_scaled(g, w, RTOL[dtype], f"{backend} {name} N={n} M={m} D={d}")
+
+
+@pytest.mark.parametrize("backend", FUSED_BACKENDS)
+def test_large_offset_translation_invariance(backend):
+    """fp32 points at offset 1e4 agree with fp64 on the same (fp32-rounded) points to 1e-4."""
+    x = (torch.randn(40, 3) + 1e4).float()
+    y = (torch.randn(37, 3) * 2 + 1e4).float()
+    for beta in (0.5, 1.0):
+        got = ef.energy_distance(x, y, beta=beta, backend=backend)
+        want = ef.energy_distance(x.double(), y.double(), beta=beta, backend="reference")
+        assert torch.isfinite(got)
+        assert abs(got.double() - want) <= 1e-4 * abs(want), (beta, got, want)
+
+
+@pytest.mark.parametrize("backend", FUSED_BACKENDS + ["reference"])
+@pytest.mark.parametrize("beta", [0.3, 1.0, 2.0])
+def test_exact_duplicates_have_finite_subgradient_zero(backend, beta):
+    base = torch.randn(6, 3, dtype=torch.float64)
+    x = torch.cat([base, base[:2]]).requires_grad_()  # duplicates within x
+    y = torch.cat([base[2:5], torch.randn(4, 3, dtype=torch.float64)]).requires_grad_()  # and across
+    def loss(be):
+        return ef.pairwise_power_sum(x, y, beta=beta, backend=be) + ef.pairwise_power_sum(x, beta=beta, backend=be)
+    got = torch.autograd.grad(loss(backend), [x, y])
+    # subgradient-0 reference computed by hand: sum of beta r^(beta-2) (x_i - y_j) over r > 0 only
+    diff_xy = x[:, None] - y[None]
+    diff_xx = x[:, None] - x[None]
+    def weight(diff):
+        r = diff.norm(dim=-1)
+        return torch.where(r > 0, beta * r.clamp_min(1e-300) ** (beta - 2), torch.zeros_like(r))
+    want_x = (weight(diff_xy)[..., None] * diff_xy).sum(1) + 2 * (weight(diff_xx)[..., None] * diff_xx).sum(1)
+    want_y = -(weight(diff_xy)[..., None] * diff_xy).sum(0)
+    for g, w in zip(got, (want_x, want_y)):
+        assert_close_scaled(g, w.detach(), 1e-9, backend)
+
+
+@pytest.mark.parametrize("backend", FUSED_BACKENDS + ["reference"])
+def test_gradcheck_fp64(backend):
+    n, m, d = (5, 4, 3) if backend == "triton" else (9, 7, 3)
+    x = torch.randn(2, n, d, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(2, m, d, dtype=torch.float64, requires_grad=True)
+    a = (torch.rand(2, n, dtype=torch.float64) + 0.5).requires_grad_()
+    b = (torch.rand(2, m, dtype=torch.float64) + 0.5).requires_grad_()
+    for beta in (0.5, 1.0, 1.7):
+        assert torch.autograd.gradcheck(
+            lambda x, y, a, b: ef.pairwise_power_sum(x, y, beta=beta, x_weights=a, y_weights=b, backend=backend),
+            (x, y, a, b),
+        )
+        assert torch.autograd.gradcheck(
+            lambda y, b: ef.pairwise_power_sum(y, beta=beta, x_weights=b, backend=backend), (y, b)
+        )
+
+
+@pytest.mark.parametrize("backend", FUSED_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs_accumulate_in_fp32(backend, dtype):
+    x = torch.randn(2, 17, 3).to(dtype).requires_grad_()
+    y = torch.randn(2, 9, 3).to(dtype).requires_grad_()
+    got = ef.pairwise_power_sum(x, y, backend=backend)
+    assert got.dtype == dtype
+    gx, gy = torch.autograd.grad(got.float().sum(), [x, y])
+    assert gx.dtype == dtype
+    xf, yf = x.detach().double().requires_grad_(), y.detach().double().requires_grad_()
+    want = ef.pairwise_power_sum(xf, yf, backend="reference")
+    wx, wy = torch.autograd.grad(want.sum(), [xf, yf])
+    tol = 1e-2 if dtype == torch.bfloat16 else 2e-3
+    assert_close_scaled(got, want, tol, "value")
+    assert_close_scaled(gx, wx, tol * 4, "grad x")
+    assert_close_scaled(gy, wy, tol * 4, "grad y")
+
+
+@pytest.mark.skipif("triton" not in FUSED_BACKENDS, reason="triton not available")
+def test_triton_tf32_tolerance_path():
+    """torch's 'high' fp32 matmul precision selects tf32 tiles: results hold to tf32 tolerance.
+
+    (The interpreter computes tl.dot in full fp32; on a GPU the same bound is checked by
+    benchmarks/gpu_check.sh.)
+    """
+    x = torch.randn(2, 23, 5, requires_grad=True)
+    y = torch.randn(2, 19, 5, requires_grad=True)
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        got = ef.energy_distance(x, y, backend="triton")
+        got_grads = torch.autograd.grad(got.sum(), [x, y])
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    want = ef.energy_distance(x.double(), y.double(), backend="reference")
+    want_grads = torch.autograd.grad(want.sum(), [x, y])
+    assert_close_scaled(got, want, 5e-3, "value")
+    for g, w in zip(got_grads, want_grads):
+        assert_close_scaled(g, w, 2e-2, "grad")
+
+
+@pytest.mark.parametrize("backend", FUSED_BACKENDS)
+def test_deterministic(backend):
+    x = torch.randn(3, 70, 4, requires_grad=True)
+    y = torch.randn(3, 50, 4, requires_grad=True)
+    runs = []
+    for _ in range(2):
+        value = ef.energy_distance(x, y, backend=backend)
+        runs.append([value, *torch.autograd.grad(value.sum(), [x, y])])
+    for first, second in zip(*runs):
+        assert torch.equal(first, second)
