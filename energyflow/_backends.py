@@ -1,7 +1,6 @@
 """Which fused backends exist here, and which one a call runs on."""
 from __future__ import annotations
 
-import functools
 import os
 from types import ModuleType
 from typing import Optional
@@ -11,31 +10,40 @@ import torch
 BACKENDS = ("auto", "triton", "cpp", "reference")
 
 
-@functools.lru_cache(maxsize=None)
+_LOADED: dict[str, tuple[Optional[ModuleType], str]] = {}  # import results, computed once
+
+
 def _cpp_module() -> tuple[Optional[ModuleType], str]:
+    if "cpp" in _LOADED:
+        return _LOADED["cpp"]
     try:
         from energyflow import _C  # type: ignore[attr-defined]
     except ImportError as err:
-        return None, (
+        _LOADED["cpp"] = None, (
             f"the C++ extension energyflow._C is not built ({err}); build it with "
             "`pip install --no-build-isolation -e .` (or `make setup`)"
         )
-    return _C, "available"
+    else:
+        _LOADED["cpp"] = _C, "available"
+    return _LOADED["cpp"]
 
 
 def triton_interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-@functools.lru_cache(maxsize=None)
 def _triton_module() -> tuple[Optional[ModuleType], str]:
+    if "triton" in _LOADED:
+        return _LOADED["triton"]
     try:
         import triton  # noqa: F401
 
         from energyflow import kernels
     except ImportError as err:
-        return None, f"triton is not installed ({err}); `pip install triton` (>= 3.2)"
-    return kernels, "available"
+        _LOADED["triton"] = None, f"triton is not installed ({err}); `pip install triton` (>= 3.2)"
+    else:
+        _LOADED["triton"] = kernels, "available"
+    return _LOADED["triton"]
 
 
 def _triton_status() -> str:

@@ -23,6 +23,11 @@ from torch import Tensor
 from energyflow import _backends
 
 
+def _dot_precision() -> str:
+    """tl.dot precision for fp32 inputs, following torch.set_float32_matmul_precision."""
+    return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
+
+
 def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
@@ -30,11 +35,13 @@ def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
 @torch.library.custom_op("energyflow::row_stats", mutates_args=())
 def row_stats(
     x: Tensor, y: Tensor, b: Tensor, beta: float, exclude_diag: bool, want_grad: bool,
-    backend: str, precision: str,
+    backend: str,
 ) -> tuple[Tensor, Tensor]:
     """x (B, N, D), y (B, M, D), b (B, M) -> rowsum (B, N), wdiff (B, N, D) or (0,).
 
-    Outputs are in the accumulation dtype (fp32, or fp64 for fp64 inputs).
+    Outputs are in the accumulation dtype (fp32, or fp64 for fp64 inputs). The Triton tiles use
+    tf32 for fp32 inputs when ``torch.get_float32_matmul_precision()`` is not "highest", read at
+    run time (so a compiled graph follows the current setting).
     """
     acc = accumulate_dtype(x.dtype)
     if backend == "cpp":
@@ -44,13 +51,13 @@ def row_stats(
         return rowsum, wdiff
     if backend == "triton":
         return _backends.triton_kernels().row_stats(
-            x, y, b, beta=beta, exclude_diag=exclude_diag, want_grad=want_grad, precision=precision
+            x, y, b, beta=beta, exclude_diag=exclude_diag, want_grad=want_grad, precision=_dot_precision()
         )
     raise ValueError(f"energyflow::row_stats has no backend {backend!r}")
 
 
 @row_stats.register_fake
-def _row_stats_fake(x, y, b, beta, exclude_diag, want_grad, backend, precision):
+def _row_stats_fake(x, y, b, beta, exclude_diag, want_grad, backend):
     acc = accumulate_dtype(x.dtype)
     rowsum = x.new_empty(x.shape[:2], dtype=acc)
     wdiff = x.new_empty(x.shape if want_grad else (0,), dtype=acc)
@@ -64,39 +71,38 @@ def _weighted_total(weights: Tensor, rowsum: Tensor) -> Tensor:
 @torch.library.custom_op("energyflow::cross_power_sum", mutates_args=())
 def cross_power_sum(
     x: Tensor, y: Tensor, x_weights: Tensor, y_weights: Tensor, beta: float, backend: str,
-    precision: str,
 ) -> Tensor:
     """S(X, Y; a, b) = sum_ij a_i b_j ||x_i - y_j||^beta; x (B,N,D), y (B,M,D) -> (B,)."""
-    rowsum, _ = row_stats(x, y, y_weights, beta, False, False, backend, precision)
+    rowsum, _ = row_stats(x, y, y_weights, beta, False, False, backend)
     return _weighted_total(x_weights, rowsum).to(x.dtype)
 
 
 @torch.library.custom_op("energyflow::self_power_sum", mutates_args=())
-def self_power_sum(y: Tensor, y_weights: Tensor, beta: float, backend: str, precision: str) -> Tensor:
+def self_power_sum(y: Tensor, y_weights: Tensor, beta: float, backend: str) -> Tensor:
     """S_self(Y; b) = sum_{i != j} b_i b_j ||y_i - y_j||^beta; y (B,M,D) -> (B,)."""
-    rowsum, _ = row_stats(y, y, y_weights, beta, True, False, backend, precision)
+    rowsum, _ = row_stats(y, y, y_weights, beta, True, False, backend)
     return _weighted_total(y_weights, rowsum).to(y.dtype)
 
 
 @cross_power_sum.register_fake
-def _cross_fake(x, y, x_weights, y_weights, beta, backend, precision):
+def _cross_fake(x, y, x_weights, y_weights, beta, backend):
     return x.new_empty(x.shape[:1])
 
 
 @self_power_sum.register_fake
-def _self_fake(y, y_weights, beta, backend, precision):
+def _self_fake(y, y_weights, beta, backend):
     return y.new_empty(y.shape[:1])
 
 
 def _side_grads(
     grad: Tensor, points: Tensor, others: Tensor, weights: Tensor, other_weights: Tensor,
     beta: float, exclude_diag: bool, need_points: bool, need_weights: bool, backend: str,
-    precision: str, scale: float = 1.0,
+    scale: float = 1.0,
 ) -> tuple[Tensor | None, Tensor | None]:
     """Gradients of grad * S with respect to one side's points and weights (one pass)."""
     if not (need_points or need_weights):
         return None, None
-    rowsum, wdiff = row_stats(points, others, other_weights, beta, exclude_diag, need_points, backend, precision)
+    rowsum, wdiff = row_stats(points, others, other_weights, beta, exclude_diag, need_points, backend)
     g = grad.to(rowsum.dtype)[:, None] * scale
     points_grad = weights_grad = None
     if need_points:
@@ -107,33 +113,33 @@ def _side_grads(
 
 
 def _cross_setup(ctx, inputs, output):
-    x, y, x_weights, y_weights, beta, backend, precision = inputs
+    x, y, x_weights, y_weights, beta, backend = inputs
     ctx.save_for_backward(x, y, x_weights, y_weights)
-    ctx.options = (beta, backend, precision)
+    ctx.options = (beta, backend)
 
 
 def _cross_backward(ctx, grad):
     x, y, a, b = ctx.saved_tensors
-    beta, backend, precision = ctx.options
+    beta, backend = ctx.options
     need = ctx.needs_input_grad
-    gx, ga = _side_grads(grad, x, y, a, b, beta, False, need[0], need[2], backend, precision)
-    gy, gb = _side_grads(grad, y, x, b, a, beta, False, need[1], need[3], backend, precision)
-    return gx, gy, ga, gb, None, None, None
+    gx, ga = _side_grads(grad, x, y, a, b, beta, False, need[0], need[2], backend)
+    gy, gb = _side_grads(grad, y, x, b, a, beta, False, need[1], need[3], backend)
+    return gx, gy, ga, gb, None, None
 
 
 def _self_setup(ctx, inputs, output):
-    y, y_weights, beta, backend, precision = inputs
+    y, y_weights, beta, backend = inputs
     ctx.save_for_backward(y, y_weights)
-    ctx.options = (beta, backend, precision)
+    ctx.options = (beta, backend)
 
 
 def _self_backward(ctx, grad):
     y, b = ctx.saved_tensors
-    beta, backend, precision = ctx.options
+    beta, backend = ctx.options
     need = ctx.needs_input_grad
     # Symmetric in (i, j): the row pass serves both ends of every pair, hence the factor 2.
-    gy, gb = _side_grads(grad, y, y, b, b, beta, True, need[0], need[1], backend, precision, scale=2.0)
-    return gy, gb, None, None, None
+    gy, gb = _side_grads(grad, y, y, b, b, beta, True, need[0], need[1], backend, scale=2.0)
+    return gy, gb, None, None
 
 
 cross_power_sum.register_autograd(_cross_backward, setup_context=_cross_setup)

@@ -25,11 +25,6 @@ from energyflow._validation import (
 __all__ = ["pairwise_power_sum", "energy_score", "energy_distance", "sliced_energy_distance"]
 
 
-def _precision() -> str:
-    """tl.dot precision for fp32 inputs, following torch.set_float32_matmul_precision."""
-    return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
-
-
 def _batched(t: Optional[Tensor], dims: int) -> Optional[Tensor]:
     """Add the leading batch dim to an unbatched tensor (None stays None)."""
     if t is None or t.dim() == dims:
@@ -45,14 +40,14 @@ def _cross(x: Tensor, y: Tensor, a: Tensor, b: Tensor, beta: float, backend: str
     """S(X, Y; a, b) on validated batched inputs (B, N, D), (B, M, D), (B, N), (B, M)."""
     if backend == "reference":
         return reference.cross_power_sum(x, y, a, b, beta)
-    return _ops.cross_power_sum(x, y, a, b, beta, backend, _precision())
+    return _ops.cross_power_sum(x, y, a, b, beta, backend)
 
 
 def _self(y: Tensor, b: Tensor, beta: float, backend: str) -> Tensor:
     """S_self(Y; b) on validated batched inputs (B, M, D), (B, M)."""
     if backend == "reference":
         return reference.self_power_sum(y, b, beta)
-    return _ops.self_power_sum(y, b, beta, backend, _precision())
+    return _ops.self_power_sum(y, b, beta, backend)
 
 
 def pairwise_power_sum(
