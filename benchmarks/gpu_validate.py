@@ -1,0 +1,65 @@
+"""On a CUDA device: compiled Triton kernels against the reference (values and gradients).
+
+Prints one line per case and exits non-zero if any relative error exceeds its tolerance
+(fp64 1e-9, fp32/ieee 1e-4, fp32/tf32 2e-2, bf16 3e-2). Used by benchmarks/gpu_check.sh.
+"""
+from __future__ import annotations
+
+import sys
+
+import torch
+
+import energyflow as ef
+
+SHAPES = [(1, 1, 1), (2, 3, 3), (3, 17, 64), (17, 257, 300), (257, 2, 1), (257, 257, 3), (1000, 999, 16), (4099, 2053, 64)]
+BETAS = [0.3, 1.0, 1.5, 2.0]
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    if not torch.isfinite(a).all():
+        return float("inf")
+    return float((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-30))
+
+
+def case(n, m, d, beta, dtype, precision) -> float:
+    torch.set_float32_matmul_precision("highest" if precision == "ieee" else "high")
+    x = torch.randn(2, n, d, device="cuda", dtype=torch.float64)
+    y = torch.randn(2, m, d, device="cuda", dtype=torch.float64) * 1.5 + 0.3
+    b = torch.rand(2, m, device="cuda", dtype=torch.float64) + 0.1
+    worst = 0.0
+    xs, ys, bs = (t.to(dtype).requires_grad_() for t in (x, y, b))
+    xr, yr, br = (t.detach().double().requires_grad_() for t in (xs, ys, bs))
+    for be, (xx, yy, bb) in (("triton", (xs, ys, bs)), ("reference", (xr, yr, br))):
+        value = ef.pairwise_power_sum(xx, yy, beta=beta, y_weights=bb, backend=be) + ef.pairwise_power_sum(yy, beta=beta, x_weights=bb, backend=be)
+        grads = torch.autograd.grad(value.float().sum() if be == "triton" else value.sum(), [xx, yy, bb])
+        if be == "triton":
+            got = [value.detach(), *grads]
+        else:
+            want = [value.detach(), *grads]
+    for g, w in zip(got, want):
+        worst = max(worst, rel_err(g, w))
+    return worst
+
+
+def main() -> int:
+    if not torch.cuda.is_available():
+        print("gpu_validate: no CUDA device")
+        return 2
+    tolerance = {(torch.float64, "ieee"): 1e-9, (torch.float32, "ieee"): 1e-4,
+                 (torch.float32, "tf32"): 2e-2, (torch.bfloat16, "ieee"): 3e-2}
+    failures = 0
+    print(f"{'N':>5} {'M':>5} {'D':>4} {'beta':>4} {'dtype':>9} {'dot':>5} {'rel err':>9}")
+    for (dtype, precision), tol in tolerance.items():
+        for n, m, d in SHAPES:
+            for beta in BETAS:
+                err = case(n, m, d, beta, dtype, precision)
+                bad = not err <= tol
+                failures += bad
+                print(f"{n:5d} {m:5d} {d:4d} {beta:4.1f} {str(dtype)[6:]:>9} {precision:>5} {err:9.2e}{'  FAIL' if bad else ''}")
+    torch.set_float32_matmul_precision("highest")
+    print(f"gpu_validate: {failures} failures")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
