@@ -73,6 +73,15 @@ def cpp_module() -> ModuleType:
     return module
 
 
+def triton_kernels_available() -> bool:
+    return _triton_module()[0] is not None
+
+
+def dot_precision() -> str:
+    """tl.dot precision for fp32 inputs, following torch.set_float32_matmul_precision."""
+    return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
+
+
 def triton_kernels() -> ModuleType:
     module, why = _triton_module()
     if module is None:

@@ -23,11 +23,6 @@ from torch import Tensor
 from energyflow import _backends
 
 
-def _dot_precision() -> str:
-    """tl.dot precision for fp32 inputs, following torch.set_float32_matmul_precision."""
-    return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
-
-
 def accumulate_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
@@ -51,7 +46,7 @@ def row_stats(
         return rowsum, wdiff
     if backend == "triton":
         return _backends.triton_kernels().row_stats(
-            x, y, b, beta=beta, exclude_diag=exclude_diag, want_grad=want_grad, precision=_dot_precision()
+            x, y, b, beta=beta, exclude_diag=exclude_diag, want_grad=want_grad, precision=_backends.dot_precision()
         )
     raise ValueError(f"energyflow::row_stats has no backend {backend!r}")
 

@@ -36,6 +36,16 @@ def _ones_like_rows(points: Tensor) -> Tensor:
     return torch.ones(points.shape[:-1], dtype=points.dtype, device=points.device)
 
 
+def _check_two_sets(
+    x: Tensor, y: Tensor, x_weights: Optional[Tensor], y_weights: Optional[Tensor]
+) -> tuple[Optional[Tensor], Optional[Tensor]]:
+    """Validate two point sets and their weights; returns the weights in the points' dtype."""
+    check_points("x", x)
+    check_points("y", y)
+    check_same_kind("x", x, "y", y)
+    return check_weights("x_weights", x_weights, x, "x"), check_weights("y_weights", y_weights, y, "y")
+
+
 def _cross(x: Tensor, y: Tensor, a: Tensor, b: Tensor, beta: float, backend: str) -> Tensor:
     """S(X, Y; a, b) on validated batched inputs (B, N, D), (B, M, D), (B, N), (B, M)."""
     if backend == "reference":
@@ -76,16 +86,14 @@ def pairwise_power_sum(
     Returns:
         ``()`` for unbatched inputs, ``(B,)`` for batched ones.
     """
-    check_points("x", x)
-    beta = check_beta(beta)
-    x_weights = check_weights("x_weights", x_weights, x, "x")
     if y is None:
+        check_points("x", x)
+        x_weights = check_weights("x_weights", x_weights, x, "x")
         if y_weights is not None:
             raise ValueError("y_weights was given without y; pass the self-sum weights as x_weights")
     else:
-        check_points("y", y)
-        check_same_kind("x", x, "y", y)
-        y_weights = check_weights("y_weights", y_weights, y, "y")
+        x_weights, y_weights = _check_two_sets(x, y, x_weights, y_weights)
+    beta = check_beta(beta)
     backend = _backends.resolve(backend, x.device)
     unbatched = x.dim() == 2
     x3 = _batched(x, 3)
@@ -202,13 +210,9 @@ def energy_distance(
     Returns:
         ``()`` or ``(B,)``.
     """
-    check_points("x", x)
-    check_points("y", y)
-    check_same_kind("x", x, "y", y)
+    x_weights, y_weights = _check_two_sets(x, y, x_weights, y_weights)
     beta = check_beta(beta)
     statistic = check_choice("statistic", statistic, ("v", "u"))
-    x_weights = check_weights("x_weights", x_weights, x, "x")
-    y_weights = check_weights("y_weights", y_weights, y, "y")
     backend = _backends.resolve(backend, x.device)
     unbatched = x.dim() == 2
     x3, y3 = _batched(x, 3), _batched(y, 3)
@@ -287,13 +291,9 @@ def sliced_energy_distance(
     Returns:
         ``()`` or ``(B,)``, in the points' dtype.
     """
-    check_points("x", x)
-    check_points("y", y)
-    check_same_kind("x", x, "y", y)
+    x_weights, y_weights = _check_two_sets(x, y, x_weights, y_weights)
     if isinstance(num_projections, bool) or not isinstance(num_projections, int) or num_projections < 1:
         raise ValueError(f"num_projections must be a positive int, got {num_projections!r}")
-    x_weights = check_weights("x_weights", x_weights, x, "x")
-    y_weights = check_weights("y_weights", y_weights, y, "y")
     unbatched = x.dim() == 2
     x3, y3 = _batched(x, 3), _batched(y, 3)
     a = _normalised(_batched(x_weights, 2), x3)[:, None, :]  # (B, 1, N)

@@ -3,6 +3,16 @@
 Device code and launch helpers only; they know nothing of models. Set ``TRITON_INTERPRET=1``
 before importing triton to run them on CPU tensors (tests).
 """
+from .activations import ACTIVATIONS
+from .masked_linear_forward import masked_linear_forward
+from .masked_linear_grad_input import masked_linear_grad_input
+from .masked_linear_grad_weight import masked_linear_grad_weight
 from .pairwise_row_stats import row_stats
 
-__all__ = ["row_stats"]
+__all__ = [
+    "ACTIVATIONS",
+    "masked_linear_forward",
+    "masked_linear_grad_input",
+    "masked_linear_grad_weight",
+    "row_stats",
+]

@@ -1,4 +1,5 @@
 """Neural-network modules of energyflow."""
 from energyflow.nn.losses import EnergyDistanceLoss, EnergyScoreLoss
+from energyflow.nn.masked import BlockMaskedLinear, SemiAutoregressiveMLP, SteppingState
 
-__all__ = ["EnergyDistanceLoss", "EnergyScoreLoss"]
+__all__ = ["BlockMaskedLinear", "EnergyDistanceLoss", "EnergyScoreLoss", "SemiAutoregressiveMLP", "SteppingState"]

@@ -1,0 +1,251 @@
+"""Block-masked (semi-autoregressive) layers and networks (design doc, section 6).
+
+``BlockMaskedLinear`` is a linear layer whose units carry levels; ``SemiAutoregressiveMLP``
+stacks them so that output block k depends only on data blocks < k, noise blocks <= k and the
+context, and runs the K sampling steps with cached work (``start`` / ``step``) at the cost of
+one masked forward pass.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from energyflow.masked import ACTIVATIONS, MASKED_BACKENDS, masked_linear, masked_linear_level, resolve_masked_backend
+from energyflow.masks import Levels, MaskPlan, split_sizes
+
+
+class BlockMaskedLinear(nn.Module):
+    """y = act(x (W * M)^T + b) with M[o, i] = [in_level_i < out_level_o] (strict) or ``<=``.
+
+    Levels must be non-decreasing, so M is block lower-triangular and every backend skips its
+    zero blocks: ``"blocked"`` (one GEMM per level, CPU default), ``"triton"`` (tile-skipping
+    kernels with the activation in the epilogue, CUDA default) or ``"reference"`` (dense W * M).
+    The weight is stored dense with its masked entries held at zero (they never get a gradient).
+
+    Shapes: x (..., in_features) -> (..., out_features).
+    """
+
+    def __init__(
+        self, in_levels: Levels, out_levels: Levels, *, strict: bool, bias: bool = True,
+        activation: Optional[str] = None, backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        activation = activation or "none"
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)} or None, got {activation!r}")
+        if backend not in MASKED_BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(map(repr, MASKED_BACKENDS))}; got {backend!r}")
+        self.plan = MaskPlan.build(in_levels, out_levels, strict)
+        self.activation = activation
+        self.backend = backend
+        self.weight = nn.Parameter(torch.empty(self.plan.out_features, self.plan.in_features))
+        self.bias = nn.Parameter(torch.empty(self.plan.out_features)) if bias else None
+        self.register_buffer("prefix", self.plan.prefix.clone(), persistent=False)
+        self.register_buffer("first_out", self.plan.first_out.clone(), persistent=False)
+        self.reset_parameters()
+
+    @property
+    def in_features(self) -> int:
+        return self.plan.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.plan.out_features
+
+    def reset_parameters(self) -> None:
+        """nn.Linear's uniform init with each row's fan-in = its allowed inputs; masked entries 0."""
+        fan_in = self.plan.prefix.clamp_min(1).double()
+        bound = (1.0 / fan_in.sqrt()).to(self.weight.dtype)[:, None]
+        with torch.no_grad():
+            self.weight.uniform_(-1, 1).mul_(bound).mul_(self.plan.mask(self.weight.dtype))
+            if self.bias is not None:
+                self.bias.uniform_(-1, 1).mul_(bound[:, 0])
+
+    def _backend(self, x: Tensor) -> str:
+        return resolve_masked_backend(self.backend, x.device)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"x must have {self.in_features} features in its last dim, got shape {tuple(x.shape)}")
+        return masked_linear(
+            x, self.weight, self.bias, self.plan, prefix=self.prefix, first_out=self.first_out,
+            activation=self.activation, backend=self._backend(x),
+        )
+
+    def forward_level(self, x_prefix: Tensor, level: int) -> Tensor:
+        """Only the outputs at ``level`` from the inputs they read: (M, >= prefix) -> (M, n_level)."""
+        return masked_linear_level(
+            x_prefix, self.weight, self.bias, self.plan, level, prefix=self.prefix,
+            activation=self.activation, backend=self._backend(x_prefix),
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, strict={self.plan.strict}, "
+            f"density={self.plan.density():.3f}, activation={self.activation!r}, backend={self.backend!r}"
+        )
+
+
+@dataclass
+class SteppingState:
+    """Cached work of ``SemiAutoregressiveMLP.start`` / ``step``.
+
+    Attributes:
+        lead: the batch shape of the outputs.
+        noise: the noise of each block, (rows, n_k).
+        inputs: input slices known so far, in level order (context, noise_1, data_1, ...).
+        layer_outputs: per layer, its level slices computed so far (concatenated on demand).
+        next_block: the block the next ``step`` produces (1-based).
+    """
+
+    lead: torch.Size
+    noise: tuple[Tensor, ...]
+    inputs: list[Tensor]
+    layer_outputs: list[list[Tensor]]
+    next_block: int = 1
+
+
+class SemiAutoregressiveMLP(nn.Module):
+    """Masked MLP over K feature blocks: output block k = f(data blocks < k, noise <= k, context).
+
+    Args:
+        features: D, the data features (split into ``blocks``).
+        blocks: K (near-equal split) or the list of block sizes summing to ``features``.
+        noise_features: noise units in total (split near-equally over the blocks) or per block.
+        context_features: context units, seen by every output.
+        hidden_features: widths of the hidden layers (each >= K), split over the K levels.
+        out_multiplier: outputs per feature; the output is (..., features * out_multiplier),
+            feature-major (``out.view(..., features, out_multiplier)``).
+        activation: hidden activation, one of relu, gelu, silu, tanh, elu.
+        residual: add each hidden layer's input to its output where the widths match.
+        backend: "auto" | "triton" | "blocked" | "reference" for every layer.
+
+    Units are sorted by level internally (inputs: context, then noise_k and data_k for each k),
+    so every weight is block lower-triangular and costs about (K+1)/(2K) of a dense layer.
+
+    Cached sampling (design doc, section 6): ``state = net.start(z, context)`` then, for
+    k = 1..K, ``out_k = net.step(state, x_prev)`` with x_prev the data block k-1 (None at k = 1)
+    returns output block k, ``(..., block_k * out_multiplier)``, equal to the same slice of
+    ``net(x, z, context)``; each step computes only the level-k units of every layer.
+    """
+
+    def __init__(
+        self, features: int, blocks: Union[int, Sequence[int]], *, noise_features: Union[int, Sequence[int]] = 0,
+        context_features: int = 0, hidden_features: Sequence[int] = (256, 256), out_multiplier: int = 1,
+        activation: str = "relu", residual: bool = False, backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        if features < 1:
+            raise ValueError(f"features must be >= 1, got {features}")
+        self.block_sizes = split_sizes(features, blocks, "blocks")
+        if any(size == 0 for size in self.block_sizes):
+            raise ValueError(f"blocks must all be non-empty, got sizes {self.block_sizes}")
+        k_blocks = len(self.block_sizes)
+        if isinstance(noise_features, int) and not isinstance(noise_features, bool):
+            self.noise_sizes = split_sizes(noise_features, k_blocks, "noise blocks") if noise_features else [0] * k_blocks
+        else:
+            self.noise_sizes = split_sizes(sum(noise_features), list(noise_features), "noise_features")
+            if len(self.noise_sizes) != k_blocks:
+                raise ValueError(f"noise_features lists {len(self.noise_sizes)} blocks but there are {k_blocks}")
+        if context_features < 0 or out_multiplier < 1:
+            raise ValueError("context_features must be >= 0 and out_multiplier >= 1")
+        if activation not in ACTIVATIONS or activation == "none":
+            raise ValueError(f"activation must be one of relu, gelu, silu, tanh, elu; got {activation!r}")
+        hidden = [int(h) for h in hidden_features]
+        if not hidden or any(h < k_blocks for h in hidden):
+            raise ValueError(f"hidden_features {hidden} must be non-empty with every width >= K = {k_blocks}")
+        self.features, self.blocks = features, k_blocks
+        self.noise_features, self.context_features = sum(self.noise_sizes), context_features
+        self.out_multiplier, self.residual = out_multiplier, residual
+
+        # Levels (x2 so one strict rule serves data "<" and noise "<="): context 0,
+        # noise of block k 2k-1, data of block k 2k; hidden and output units of level k: 2k.
+        in_levels, order = [0] * context_features, list(range(context_features))
+        data_at, noise_at = context_features, context_features + features
+        for k, (d, n) in enumerate(zip(self.block_sizes, self.noise_sizes), start=1):
+            in_levels += [2 * k - 1] * n + [2 * k] * d
+            order += list(range(noise_at, noise_at + n)) + list(range(data_at, data_at + d))
+            noise_at, data_at = noise_at + n, data_at + d
+        self.register_buffer("input_order", torch.tensor(order, dtype=torch.long), persistent=False)
+
+        def levels_of(width: int) -> list[int]:
+            return [2 * k for k, size in enumerate(split_sizes(width, k_blocks, "levels"), start=1) for _ in range(size)]
+
+        out_levels = [2 * k for k, d in enumerate(self.block_sizes, start=1) for _ in range(d * out_multiplier)]
+        widths = [levels_of(h) for h in hidden]
+        layers = [BlockMaskedLinear(in_levels, widths[0], strict=True, activation=activation, backend=backend)]
+        for before, after in zip(widths[:-1], widths[1:]):
+            layers.append(BlockMaskedLinear(before, after, strict=False, activation=activation, backend=backend))
+        layers.append(BlockMaskedLinear(widths[-1], out_levels, strict=False, activation=None, backend=backend))
+        self.layers = nn.ModuleList(layers)
+
+    def _is_residual(self, index: int) -> bool:
+        layer = self.layers[index]
+        return self.residual and 0 < index < len(self.layers) - 1 and layer.in_features == layer.out_features
+
+    def _check(self, name: str, tensor: Optional[Tensor], width: int, lead: Optional[torch.Size]) -> None:
+        if width == 0:
+            if tensor is not None and tensor.shape[-1] != 0:
+                raise ValueError(f"{name} was given but the network has no {name} features")
+            return
+        if tensor is None:
+            raise ValueError(f"{name} is required: the network has {width} {name} features")
+        if tensor.shape[-1] != width:
+            raise ValueError(f"{name} must have {width} features in its last dim, got shape {tuple(tensor.shape)}")
+        if lead is not None and tensor.shape[:-1] != lead:
+            raise ValueError(f"{name} has leading shape {tuple(tensor.shape[:-1])}, expected {tuple(lead)}")
+
+    def forward(self, x: Tensor, z: Optional[Tensor] = None, context: Optional[Tensor] = None) -> Tensor:
+        """x (..., features), z (..., noise_features), context (..., context_features) ->
+        (..., features * out_multiplier)."""
+        self._check("x", x, self.features, None)
+        self._check("z", z, self.noise_features, x.shape[:-1])
+        self._check("context", context, self.context_features, x.shape[:-1])
+        parts = [t for t in (context, x, z) if t is not None and t.shape[-1] > 0]
+        h = torch.cat(parts, dim=-1).index_select(-1, self.input_order)
+        for index, layer in enumerate(self.layers):
+            h = h + layer(h) if self._is_residual(index) else layer(h)
+        return h
+
+    def start(self, z: Optional[Tensor] = None, context: Optional[Tensor] = None, *, batch_shape=None) -> SteppingState:
+        """Begin cached K-step generation from the noise and context (``batch_shape`` when the
+        network has neither)."""
+        lead = z.shape[:-1] if z is not None else context.shape[:-1] if context is not None else torch.Size(batch_shape or ())
+        self._check("z", z, self.noise_features, lead)
+        self._check("context", context, self.context_features, lead)
+        reference = next(self.parameters())
+        flat = lambda t: t.reshape(-1, t.shape[-1])  # noqa: E731
+        rows = math.prod(lead)
+        noise = flat(z) if self.noise_features else reference.new_zeros(rows, 0)
+        inputs = [flat(context)] if self.context_features else [reference.new_zeros(rows, 0)]
+        return SteppingState(
+            lead=lead, noise=noise.split(self.noise_sizes, dim=-1), inputs=inputs,
+            layer_outputs=[[] for _ in self.layers],
+        )
+
+    def step(self, state: SteppingState, x_prev: Optional[Tensor] = None) -> Tensor:
+        """Produce output block k = ``state.next_block`` from data block k-1 (None when k = 1)."""
+        k = state.next_block
+        if k > self.blocks:
+            raise ValueError(f"all {self.blocks} blocks were already produced")
+        if k > 1:
+            self._check("x_prev", x_prev, self.block_sizes[k - 2], state.lead)
+            state.inputs.append(x_prev.reshape(-1, x_prev.shape[-1]))
+        elif x_prev is not None:
+            raise ValueError("x_prev must be None at the first step (block 1 reads no data)")
+        state.inputs.append(state.noise[k - 1])
+        below = torch.cat(state.inputs, dim=-1)
+        for index, layer in enumerate(self.layers):
+            new = layer.forward_level(below, 2 * k)
+            cache = state.layer_outputs[index]
+            if self._is_residual(index):
+                start, end = layer.plan.level_rows(2 * k)
+                new = new + below[:, start:end]
+            cache.append(new)
+            below = torch.cat(cache, dim=-1)
+        state.next_block = k + 1
+        return new.reshape(*state.lead, -1)
