@@ -49,6 +49,11 @@ class _BlockedLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], plan: MaskPlan) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.plan = plan
+        ctx.has_bias = bias is not None
+        if len(plan.out_groups) == 1:  # one level: a plain (prefix-restricted) linear map
+            return F.linear(x[:, : plan.out_groups[0][2]], weight[:, : plan.out_groups[0][2]], bias)
         out = x.new_empty(x.shape[0], plan.out_features)
         for start, end, prefix in plan.out_groups:
             rows = weight[start:end, :prefix]
@@ -56,9 +61,6 @@ class _BlockedLinear(torch.autograd.Function):
                 out[:, start:end] = x[:, :prefix] @ rows.t()
             else:
                 out[:, start:end] = torch.addmm(bias[start:end], x[:, :prefix], rows.t())
-        ctx.save_for_backward(x, weight)
-        ctx.plan = plan
-        ctx.has_bias = bias is not None
         return out
 
     @staticmethod

@@ -97,16 +97,41 @@ class SteppingState:
     Attributes:
         lead: the batch shape of the outputs.
         noise: the noise of each block, (rows, n_k).
-        inputs: input slices known so far, in level order (context, noise_1, data_1, ...).
-        layer_outputs: per layer, its level slices computed so far (concatenated on demand).
+        caches: the inputs (level order: context, noise_1, data_1, ...) and then each layer's
+            outputs, as ``LevelCache``s of the level slices computed so far.
         next_block: the block the next ``step`` produces (1-based).
     """
 
     lead: torch.Size
     noise: tuple[Tensor, ...]
-    inputs: list[Tensor]
-    layer_outputs: list[list[Tensor]]
+    caches: list["LevelCache"]
     next_block: int = 1
+
+
+class LevelCache:
+    """Columns of one layer's activations, filled a level slice at a time.
+
+    Without autograd the slices are written into one preallocated buffer and ``prefix()`` is a
+    view (no copies); with autograd they are kept as a list and concatenated, so no tensor that
+    a backward pass needs is ever written in place.
+    """
+
+    def __init__(self, rows: int, width: int, like: Tensor, differentiable: bool) -> None:
+        self.slices: list[Tensor] = []
+        self.buffer = None if differentiable else like.new_empty(rows, width)
+        self.filled = 0
+
+    def append(self, new: Tensor) -> None:
+        if self.buffer is None:
+            self.slices.append(new)
+        else:
+            self.buffer[:, self.filled : self.filled + new.shape[1]] = new
+        self.filled += new.shape[1]
+
+    def prefix(self) -> Tensor:
+        if self.buffer is None:
+            return torch.cat(self.slices, dim=-1)
+        return self.buffer[:, : self.filled]
 
 
 class SemiAutoregressiveMLP(nn.Module):
@@ -218,34 +243,38 @@ class SemiAutoregressiveMLP(nn.Module):
         self._check("z", z, self.noise_features, lead)
         self._check("context", context, self.context_features, lead)
         reference = next(self.parameters())
-        flat = lambda t: t.reshape(-1, t.shape[-1])  # noqa: E731
         rows = math.prod(lead)
-        noise = flat(z) if self.noise_features else reference.new_zeros(rows, 0)
-        inputs = [flat(context)] if self.context_features else [reference.new_zeros(rows, 0)]
-        return SteppingState(
-            lead=lead, noise=noise.split(self.noise_sizes, dim=-1), inputs=inputs,
-            layer_outputs=[[] for _ in self.layers],
+        noise = z.reshape(rows, -1) if self.noise_features else reference.new_zeros(rows, 0)
+        differentiable = torch.is_grad_enabled() and (
+            reference.requires_grad or (z is not None and z.requires_grad)
+            or (context is not None and context.requires_grad)
         )
+        widths = [self.layers[0].in_features] + [layer.out_features for layer in self.layers]
+        caches = [LevelCache(rows, width, reference, differentiable) for width in widths]
+        if self.context_features:
+            caches[0].append(context.reshape(rows, -1).to(reference.dtype))
+        return SteppingState(lead=lead, noise=noise.split(self.noise_sizes, dim=-1), caches=caches)
 
     def step(self, state: SteppingState, x_prev: Optional[Tensor] = None) -> Tensor:
         """Produce output block k = ``state.next_block`` from data block k-1 (None when k = 1)."""
         k = state.next_block
         if k > self.blocks:
             raise ValueError(f"all {self.blocks} blocks were already produced")
+        inputs = state.caches[0]
         if k > 1:
             self._check("x_prev", x_prev, self.block_sizes[k - 2], state.lead)
-            state.inputs.append(x_prev.reshape(-1, x_prev.shape[-1]))
+            inputs.append(x_prev.reshape(-1, x_prev.shape[-1]))
         elif x_prev is not None:
             raise ValueError("x_prev must be None at the first step (block 1 reads no data)")
-        state.inputs.append(state.noise[k - 1])
-        below = torch.cat(state.inputs, dim=-1)
+        inputs.append(state.noise[k - 1])
+        below = inputs.prefix()
         for index, layer in enumerate(self.layers):
             new = layer.forward_level(below, 2 * k)
-            cache = state.layer_outputs[index]
             if self._is_residual(index):
                 start, end = layer.plan.level_rows(2 * k)
                 new = new + below[:, start:end]
+            cache = state.caches[index + 1]
             cache.append(new)
-            below = torch.cat(cache, dim=-1)
+            below = cache.prefix()
         state.next_block = k + 1
         return new.reshape(*state.lead, -1)
