@@ -1,0 +1,5 @@
+import sys
+
+from energyflow.cli import main
+
+sys.exit(main())

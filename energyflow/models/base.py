@@ -1,0 +1,107 @@
+"""The interface every energyflow model shares (in the spirit of zuko / nflows).
+
+    model.rsample(shape, context=None)   differentiable samples, (*shape, D) or (*shape, B, D)
+    model.sample(shape, context=None)    the same without gradients
+    model.log_prob(x, context=None)      log density where one exists, else NotImplementedError
+
+Models hold the data standardisation (``loc``, ``scale``) and their constructor config, so
+``model.save(path)`` / ``load_model(path)`` restore them whole. Internally they work on
+standardised data; the public methods take and return data in its own units.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from energyflow._io import atomic_save
+
+
+class GenerativeModel(nn.Module):
+    """Base class: standardisation, sampling shapes, save/load. Subclasses implement
+    ``_rsample_standardised(z_rows, context_rows)`` and, if they have a density,
+    ``_log_prob_standardised``."""
+
+    has_density = False
+
+    def __init__(self, features: int, context_features: int, config: dict) -> None:
+        super().__init__()
+        self.features = features
+        self.context_features = context_features
+        self.config = dict(config)
+        self.register_buffer("loc", torch.zeros(features))
+        self.register_buffer("scale", torch.ones(features))
+
+    # standardisation ---------------------------------------------------------------------
+    def fit_standardisation(self, data: Tensor) -> None:
+        """Set loc/scale to the per-feature mean and std of ``data`` (N, D)."""
+        with torch.no_grad():
+            self.loc.copy_(data.mean(0))
+            self.scale.copy_(data.std(0).clamp_min(1e-6))
+
+    def standardise(self, x: Tensor) -> Tensor:
+        return (x - self.loc) / self.scale
+
+    def unstandardise(self, x: Tensor) -> Tensor:
+        return x * self.scale + self.loc
+
+    # sampling ----------------------------------------------------------------------------
+    def noise_features(self) -> int:
+        raise NotImplementedError
+
+    def _rsample_standardised(self, z: Tensor, context: Optional[Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    def _rows_and_context(self, shape: Sequence[int], context: Optional[Tensor]) -> tuple[tuple[int, ...], Optional[Tensor]]:
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        if self.context_features == 0:
+            if context is not None:
+                raise ValueError("this model takes no context")
+            return shape, None
+        if context is None:
+            raise ValueError(f"this model needs a context of {self.context_features} features")
+        if context.shape[-1] != self.context_features:
+            raise ValueError(f"context must have {self.context_features} features, got shape {tuple(context.shape)}")
+        lead = shape + tuple(context.shape[:-1])
+        return lead, context.expand(*lead, self.context_features).reshape(-1, self.context_features)
+
+    def rsample_standardised(self, shape: Sequence[int] = (), context: Optional[Tensor] = None) -> Tensor:
+        """Differentiable samples in standardised units, (*shape[, B], D)."""
+        lead, context_rows = self._rows_and_context(shape, context)
+        z = torch.randn(math.prod(lead), self.noise_features(), device=self.loc.device, dtype=self.loc.dtype)
+        return self._rsample_standardised(z, context_rows).reshape(*lead, self.features)
+
+    def rsample(self, shape: Sequence[int] = (), context: Optional[Tensor] = None) -> Tensor:
+        """Differentiable samples: (*shape, D), or (*shape, B, D) for a context (B, C)."""
+        return self.unstandardise(self.rsample_standardised(shape, context))
+
+    @torch.no_grad()
+    def sample(self, shape: Sequence[int] = (), context: Optional[Tensor] = None) -> Tensor:
+        """Samples without gradients (the cached sampling path)."""
+        return self.rsample(shape, context)
+
+    # density -----------------------------------------------------------------------------
+    def log_prob(self, x: Tensor, context: Optional[Tensor] = None) -> Tensor:
+        raise NotImplementedError(
+            f"{type(self).__name__} is an implicit generator x = G(z): it has no tractable density. "
+            "Judge it by samples (energy distance, C2ST, MMD) or a KDE estimate "
+            "(energyflow.metrics.kde_log_likelihood); BlockAffineFlow has an exact log_prob."
+        )
+
+    # persistence -------------------------------------------------------------------------
+    def save(self, path: os.PathLike) -> None:
+        atomic_save({"class": type(self).__name__, "config": self.config, "state": self.state_dict()}, path)
+
+
+def load_model(path: os.PathLike, map_location: str = "cpu") -> GenerativeModel:
+    """Rebuild a model saved with ``model.save(path)`` (config, standardisation and weights)."""
+    from energyflow import models
+
+    saved = torch.load(path, map_location=map_location, weights_only=True)
+    cls = getattr(models, saved["class"])
+    model = cls(**saved["config"])
+    model.load_state_dict(saved["state"])
+    return model

@@ -1,0 +1,87 @@
+"""Block affine flow: stacked invertible semi-autoregressive affine transforms (section 6).
+
+Density direction (one pass per transform): u_k = (x_k - mu_k(x_<k, c)) / sigma_k(x_<k, c),
+log|det| = -sum log sigma; reverse permutation between transforms; base N(0, I).
+Sampling inverts each transform in K cached steps. K = D is MAF, K = 2 a coupling layer.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from energyflow.models.base import GenerativeModel
+from energyflow.nn.masked import SemiAutoregressiveMLP
+
+_SOFTPLUS_INV_ONE = math.log(math.e - 1)
+
+
+def _shift_and_scale(params: Tensor) -> tuple[Tensor, Tensor]:
+    """(..., d * 2) feature-major -> shift (..., d), scale (..., d) > 0 (1 at raw 0)."""
+    pairs = params.reshape(*params.shape[:-1], -1, 2)
+    return pairs[..., 0], F.softplus(pairs[..., 1] + _SOFTPLUS_INV_ONE) + 1e-3
+
+
+class BlockAffineFlow(GenerativeModel):
+    """A normalizing flow of ``transforms`` block-autoregressive affine maps.
+
+    Exact ``log_prob`` in one pass per transform; ``rsample`` in K cached steps per transform.
+    Trainable by the energy objective (samples only) or by maximum likelihood.
+    """
+
+    has_density = True
+
+    def __init__(
+        self, features: int, blocks: Union[int, Sequence[int]], *, transforms: int = 4, context_features: int = 0,
+        hidden_features: Sequence[int] = (256, 256), activation: str = "relu", backend: str = "auto",
+    ) -> None:
+        if transforms < 1:
+            raise ValueError(f"transforms must be >= 1, got {transforms}")
+        config = dict(features=features, blocks=blocks, transforms=transforms, context_features=context_features,
+                      hidden_features=list(hidden_features), activation=activation, backend=backend)
+        super().__init__(features, context_features, config)
+        self.transforms = nn.ModuleList(
+            SemiAutoregressiveMLP(features, blocks, context_features=context_features, hidden_features=hidden_features,
+                                  out_multiplier=2, activation=activation, backend=backend)
+            for _ in range(transforms)
+        )
+        for net in self.transforms:  # start at the identity map
+            nn.init.zeros_(net.layers[-1].weight)
+            nn.init.zeros_(net.layers[-1].bias)
+
+    def noise_features(self) -> int:
+        return self.features
+
+    def _to_noise(self, x: Tensor, context: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+        h, log_det = x, x.new_zeros(x.shape[:-1])
+        for net in self.transforms:
+            shift, scale = _shift_and_scale(net(h, None, context))
+            h = ((h - shift) / scale).flip(-1)
+            log_det = log_det - scale.log().sum(-1)
+        return h, log_det
+
+    def log_prob(self, x: Tensor, context: Optional[Tensor] = None) -> Tensor:
+        """Exact log density of x (..., D) in data units (standardisation included)."""
+        if x.shape[-1] != self.features:
+            raise ValueError(f"x must have {self.features} features, got shape {tuple(x.shape)}")
+        u, log_det = self._to_noise(self.standardise(x), context)
+        base = -0.5 * (u.square() + math.log(2 * math.pi)).sum(-1)
+        return base + log_det - self.scale.log().sum()
+
+    def _rsample_standardised(self, z: Tensor, context: Optional[Tensor]) -> Tensor:
+        h = z
+        for net in reversed(self.transforms):
+            target = h.flip(-1)
+            state = net.start(None, context, batch_shape=(z.shape[0],))
+            previous: Optional[Tensor] = None
+            blocks, offset = [], 0
+            for size in net.block_sizes:
+                shift, scale = _shift_and_scale(net.step(state, previous))
+                previous = shift + scale * target[:, offset : offset + size]
+                blocks.append(previous)
+                offset += size
+            h = torch.cat(blocks, dim=-1)
+        return h

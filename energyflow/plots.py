@@ -1,0 +1,70 @@
+"""Pictures of samples: scatter for 2-D, image grids for images, pair plots otherwise."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from energyflow._io import atomic_write_bytes
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def samples_figure(samples: np.ndarray, data: np.ndarray, image_shape: Optional[tuple[int, int]] = None,
+                   title: str = "model samples"):
+    """A matplotlib figure comparing model samples with data."""
+    plt = _pyplot()
+    if image_shape is not None:
+        rows, cols = 6, 8
+        fig, axes = plt.subplots(rows, 2 * cols + 1, figsize=(2 * cols * 0.6 + 0.6, rows * 0.6))
+        for r in range(rows):
+            for c in range(2 * cols + 1):
+                ax = axes[r, c]
+                ax.axis("off")
+                if c == cols:
+                    continue
+                source, index = (data, r * cols + c) if c < cols else (samples, r * cols + c - cols - 1)
+                if index < len(source):
+                    ax.imshow(source[index].reshape(image_shape), cmap="gray_r", vmin=0, vmax=1)
+        fig.suptitle(f"data (left) vs {title} (right)")
+        return fig
+    dims = min(samples.shape[1], 4)
+    if dims <= 2:
+        fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
+        for ax, points, name in ((axes[0], data, "data"), (axes[1], samples, title)):
+            ax.scatter(points[:, 0], points[:, 1] if points.shape[1] > 1 else np.zeros(len(points)), s=2, alpha=0.5)
+            ax.set_title(name)
+            ax.set_aspect("equal")
+        return fig
+    fig, axes = plt.subplots(dims, dims, figsize=(2.2 * dims, 2.2 * dims))
+    for i in range(dims):
+        for j in range(dims):
+            ax = axes[i, j]
+            if i == j:
+                ax.hist(data[:, i], bins=40, alpha=0.5, density=True, label="data")
+                ax.hist(samples[:, i], bins=40, alpha=0.5, density=True, label=title)
+            else:
+                ax.scatter(data[:, j], data[:, i], s=1, alpha=0.3)
+                ax.scatter(samples[:, j], samples[:, i], s=1, alpha=0.3)
+    axes[0, 0].legend(fontsize=6)
+    fig.suptitle(f"first {dims} features: data (blue) vs {title} (orange)")
+    return fig
+
+
+def save_samples_png(path: Path, samples: np.ndarray, data: np.ndarray, image_shape=None, title: str = "model samples") -> None:
+    plt = _pyplot()
+    fig = samples_figure(samples, data, image_shape, title)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(buffer.getvalue(), path)
