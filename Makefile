@@ -20,7 +20,8 @@ $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h)
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m energyflow.demo --out demo_out
+	rm -rf demo_out
+	$(PY) -m energyflow train --data 8gaussians --model saef --blocks 2 --hidden 128 128 --steps 3000 --out demo_out
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
