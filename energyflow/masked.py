@@ -2,9 +2,9 @@
 
     out = act(x (W * mask)^T + b),   mask[o, i] = 1 iff i < prefix[o]     (energyflow.masks)
 
-``"reference"`` multiplies a dense weight by the mask (what nflows / zuko do). ``"blocked"`` issues
-one GEMM per output level over only its input prefix (forward and weight gradient) and one per
-input level over only its output suffix (input gradient): the zero blocks cost nothing.
+``"reference"`` multiplies a dense weight by the mask (what nflows / zuko do). ``"blocked"`` covers
+the allowed entries with a few large rectangles (``MaskPlan.tiles``) and runs one GEMM per
+rectangle in the forward pass and in both gradients: the zero blocks cost nothing.
 ``"triton"`` runs kernels that skip the masked tiles, with bias and activation in the epilogue.
 All three agree to rounding; the masked weight entries always get a zero gradient.
 """
@@ -45,7 +45,11 @@ def _activation_grad(name: str, pre_activation: Tensor, grad_out: Tensor) -> Ten
 
 
 class _BlockedLinear(torch.autograd.Function):
-    """x (M, in) -> x (W*mask)^T + b with one GEMM per level group (no activation)."""
+    """x (M, in) -> x (W*mask)^T + b with one GEMM per rectangle of ``plan.tiles`` (no activation).
+
+    The tiles cover exactly the allowed entries, so forward, input gradient and weight gradient
+    each do the mask's fraction of the dense work, in a few large GEMMs.
+    """
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Optional[Tensor], plan: MaskPlan) -> Tensor:
@@ -54,13 +58,9 @@ class _BlockedLinear(torch.autograd.Function):
         ctx.has_bias = bias is not None
         if len(plan.out_groups) == 1:  # one level: a plain (prefix-restricted) linear map
             return F.linear(x[:, : plan.out_groups[0][2]], weight[:, : plan.out_groups[0][2]], bias)
-        out = x.new_empty(x.shape[0], plan.out_features)
-        for start, end, prefix in plan.out_groups:
-            rows = weight[start:end, :prefix]
-            if bias is None:
-                out[:, start:end] = x[:, :prefix] @ rows.t()
-            else:
-                out[:, start:end] = torch.addmm(bias[start:end], x[:, :prefix], rows.t())
+        out = x.new_zeros(x.shape[0], plan.out_features) if bias is None else bias.expand(x.shape[0], -1).clone()
+        for row_start, row_end, col_start, col_end in plan.tiles:
+            out[:, row_start:row_end].addmm_(x[:, col_start:col_end], weight[row_start:row_end, col_start:col_end].t())
         return out
 
     @staticmethod
@@ -70,13 +70,12 @@ class _BlockedLinear(torch.autograd.Function):
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_x = x.new_zeros(x.shape)
-            for start, end, first in plan.in_groups:
-                if first < plan.out_features:
-                    grad_x[:, start:end] = grad_out[:, first:] @ weight[first:, start:end]
+            for row_start, row_end, col_start, col_end in plan.tiles:
+                grad_x[:, col_start:col_end].addmm_(grad_out[:, row_start:row_end], weight[row_start:row_end, col_start:col_end])
         if ctx.needs_input_grad[1]:
             grad_w = torch.zeros_like(weight)
-            for start, end, prefix in plan.out_groups:
-                grad_w[start:end, :prefix] = grad_out[:, start:end].t() @ x[:, :prefix]
+            for row_start, row_end, col_start, col_end in plan.tiles:
+                torch.mm(grad_out[:, row_start:row_end].t(), x[:, col_start:col_end], out=grad_w[row_start:row_end, col_start:col_end])
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_out.sum(0)
         return grad_x, grad_w, grad_b, None

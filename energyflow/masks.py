@@ -63,7 +63,8 @@ class MaskPlan:
         prefix: (out_features,) int32, inputs readable by each output.
         first_out: (in_features,) int32, first output that reads each input (out_features if none).
         out_groups: ``(start, end, prefix)`` per run of equal output levels.
-        in_groups: ``(start, end, first_out)`` per run of equal input levels.
+        tiles: rectangles ``(row_start, row_end, col_start, col_end)`` that exactly cover the
+            allowed entries, large ones first-class (see ``staircase_tiles``).
     """
 
     in_levels: Tensor
@@ -72,7 +73,7 @@ class MaskPlan:
     prefix: Tensor
     first_out: Tensor
     out_groups: tuple[tuple[int, int, int], ...]
-    in_groups: tuple[tuple[int, int, int], ...]
+    tiles: tuple[tuple[int, int, int, int], ...]
 
     @staticmethod
     def build(in_levels: Levels, out_levels: Levels, strict: bool) -> "MaskPlan":
@@ -80,11 +81,11 @@ class MaskPlan:
         outs = as_levels("out_levels", out_levels)
         prefix = torch.searchsorted(ins, outs, right=not strict)
         first_out = torch.searchsorted(prefix, torch.arange(len(ins)), right=True)
+        out_groups = tuple((s, e, int(prefix[s])) for s, e in _runs(outs))
         return MaskPlan(
             in_levels=ins, out_levels=outs, strict=strict,
             prefix=prefix.to(torch.int32), first_out=first_out.to(torch.int32),
-            out_groups=tuple((s, e, int(prefix[s])) for s, e in _runs(outs)),
-            in_groups=tuple((s, e, int(first_out[s])) for s, e in _runs(ins)),
+            out_groups=out_groups, tiles=staircase_tiles(out_groups),
         )
 
     @property
@@ -108,6 +109,35 @@ class MaskPlan:
         start = int(torch.searchsorted(self.out_levels, torch.tensor(level), right=False))
         end = int(torch.searchsorted(self.out_levels, torch.tensor(level), right=True))
         return start, end
+
+
+def staircase_tiles(out_groups: Sequence[tuple[int, int, int]]) -> tuple[tuple[int, int, int, int], ...]:
+    """Cover the staircase {(o, i): i < prefix[o]} with few, large rectangles.
+
+    Balanced recursion over the output groups (like a triangular matrix product): the second
+    half of the groups shares every input the first half's last group reads, so that block is
+    one dense rectangle; each half then recurses on the inputs left to it. About 2K - 1
+    rectangles for K groups, the largest ones spanning half the matrix, so the GEMMs on them run
+    near dense speed while no masked entry is computed.
+    """
+    tiles: list[tuple[int, int, int, int]] = []
+
+    def cover(lo: int, hi: int, col_start: int) -> None:
+        if hi - lo == 1:
+            start, end, prefix = out_groups[lo]
+            if prefix > col_start:
+                tiles.append((start, end, col_start, prefix))
+            return
+        mid = (lo + hi) // 2
+        cover(lo, mid, col_start)
+        shared = out_groups[mid - 1][2]
+        if shared > col_start:
+            tiles.append((out_groups[mid][0], out_groups[hi - 1][1], col_start, shared))
+        cover(mid, hi, max(col_start, shared))
+
+    if out_groups:
+        cover(0, len(out_groups), 0)
+    return tuple(tiles)
 
 
 def _runs(levels: Tensor) -> list[tuple[int, int]]:

@@ -26,6 +26,21 @@ def test_mask_plan_prefix_and_suffix():
     loose = MaskPlan.build([0, 0, 1, 2, 2], [0, 1, 1, 2, 3], strict=False)
     assert loose.prefix.tolist() == [2, 3, 3, 5, 5]
     assert plan.out_groups == ((0, 1, 0), (1, 3, 2), (3, 4, 3), (4, 5, 5))
+    # the tiles cover exactly the allowed entries, once each
+    cover = torch.zeros(5, 5)
+    for r0, r1, c0, c1 in plan.tiles:
+        cover[r0:r1, c0:c1] += 1
+    assert torch.equal(cover, plan.mask())
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 7, 8, 16])
+def test_staircase_tiles_cover_the_mask(k):
+    plan = MaskPlan.build(_levels([3] * k), _levels([2] * k), strict=False)
+    cover = torch.zeros(plan.out_features, plan.in_features)
+    for r0, r1, c0, c1 in plan.tiles:
+        cover[r0:r1, c0:c1] += 1
+    assert torch.equal(cover, plan.mask())
+    assert len(plan.tiles) <= 2 * k - 1
 
 
 @pytest.mark.parametrize("backend", PATHS)
