@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.energyflow-installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench study clean
 
 setup: $(STAMP)
 
@@ -27,7 +27,11 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 bench: $(STAMP)
-	$(PY) benchmarks/bench_energy.py
+	cd benchmarks && ../$(PY) bench_energy.py && ../$(PY) bench_masked.py
+
+study: $(STAMP)
+	$(PY) -m pip install -q zuko  # benchmark-only dependency (the MAF baseline)
+	cd benchmarks && ../$(PY) study_likelihood_free.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info energyflow/_C*.so demo_out

@@ -120,6 +120,22 @@ def time_call(fn: Callable[[], None], device: str, repeats: int) -> tuple[float,
     return statistics.median(times), peak.extra
 
 
+def interleaved_medians(calls: dict[str, Callable[[], None]], device: str, repeats: int) -> dict[str, float]:
+    """Median seconds of each call, timed in turn (A, B, A, B, ...) after one warm-up each, so
+    that drifts of a shared machine hit all of them alike and their ratios stay meaningful."""
+    for fn in calls.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, fn in calls.items():
+            _sync(device)
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def energy_step(backend: str, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
     def step() -> None:
         x.grad = y.grad = None

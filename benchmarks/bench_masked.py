@@ -7,7 +7,7 @@
    cached K-step sampling (``start``/``step``) against K full passes (the uncached way) and
    against a single full pass.
 
-Median of repeats after a warm-up. Writes ``benchmarks/results/masked_<device>.{json,md}``.
+Median of repeats after a warm-up, the compared calls timed in turn (interleaved). Writes ``benchmarks/results/masked_<device>.{json,md}``.
 
     python benchmarks/bench_masked.py [--device cuda --hidden 4096 --batch 8192]
 """
@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
+from typing import Callable
 
 import torch
 
-from bench_energy import RESULTS, machine_description, time_call
+from bench_energy import RESULTS, interleaved_medians, machine_description
 from energyflow.nn import BlockMaskedLinear, SemiAutoregressiveMLP
 
 
@@ -32,11 +32,10 @@ def layer_rows(device: str, batch: int, hidden: int, blocks: list[int], repeats:
         x = torch.randn(batch, hidden, device=device, requires_grad=True)
         row = {"K": k, "batch": batch, "hidden": hidden, "density": layer.plan.density()}
         for mode in ("forward", "forward+backward"):
-            times = {}
-            for backend in ("reference", fused):
-                layer.backend = backend
 
+            def call(backend: str, mode: str = mode) -> Callable[[], None]:
                 def run() -> None:
+                    layer.backend = backend
                     if mode == "forward":
                         with torch.no_grad():
                             layer(x)
@@ -44,7 +43,9 @@ def layer_rows(device: str, batch: int, hidden: int, blocks: list[int], repeats:
                         x.grad = None
                         layer.zero_grad(set_to_none=True)
                         layer(x).sum().backward()
-                times[backend], _ = time_call(run, device, repeats)
+                return run
+
+            times = interleaved_medians({b: call(b) for b in ("reference", fused)}, device, repeats)
             row[f"{mode} reference s"] = times["reference"]
             row[f"{mode} {fused} s"] = times[fused]
             row[f"{mode} speedup"] = times["reference"] / times[fused]
@@ -80,9 +81,8 @@ def generation_rows(device: str, batch: int, hidden: int, blocks: list[int], rep
         def one_pass() -> None:
             net(torch.zeros(batch, features, device=device), z)
 
-        t_cached, _ = time_call(cached, device, repeats)
-        t_uncached, _ = time_call(uncached, device, repeats)
-        t_one, _ = time_call(one_pass, device, repeats)
+        times = interleaved_medians({"cached": cached, "uncached": uncached, "one": one_pass}, device, repeats)
+        t_cached, t_uncached, t_one = times["cached"], times["uncached"], times["one"]
         row = {"K": k, "cached K-step s": t_cached, "K full passes s": t_uncached, "one full pass s": t_one,
                "cached / one pass": t_cached / t_one, "K passes / cached": t_uncached / t_cached}
         rows.append(row)
