@@ -3,7 +3,7 @@
     energyflow train --data moons --model saef --blocks 2 --steps 2000 --out runs/moons
     energyflow train --data digits --model affine --blocks 8 --objective mle --out runs/digits-mle
     energyflow train --data my.csv --context-cols label --model saef --estimator score --out runs/mine
-    energyflow train ... --out runs/moons --resume          # continue a checkpointed run
+    energyflow train --out runs/moons --resume               # continue a checkpointed run
     energyflow sample --run runs/moons --n 10000 --out samples.npy
     energyflow eval --run runs/moons
 
@@ -74,6 +74,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             return _fail(f"--resume: {out} holds no checkpointed run (config.json + checkpoint.pt)")
         run = json.loads((out / "config.json").read_text())
     else:
+        if args.data is None:
+            return _fail("train needs --data (a built-in name or a .npy/.csv file)")
         if checkpoint.exists() or (out / "model.pt").exists():
             return _fail(f"{out} already holds a run; pass --resume to continue it or choose another --out")
         run = {key: value for key, value in vars(args).items() if key not in ("func", "resume", "out", "command")}
@@ -154,7 +156,7 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="energyflow", description="Train and sample likelihood-free energy flows.")
     commands = top.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a model")
-    train.add_argument("--data", required=True, help=f"built-in ({', '.join(BUILTIN)}) or a .npy/.csv file")
+    train.add_argument("--data", default=None, help=f"built-in ({', '.join(BUILTIN)}) or a .npy/.csv file (not with --resume)")
     train.add_argument("--model", choices=sorted(MODELS), default="saef", help="saef: semi-autoregressive generator; affine: block affine flow")
     train.add_argument("--blocks", type=int, default=2, help="K feature blocks (0: one per feature)")
     train.add_argument("--objective", choices=["energy", "mle"], default="energy")

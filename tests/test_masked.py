@@ -201,3 +201,30 @@ def test_bad_call_shapes():
 def test_split_sizes():
     assert split_sizes(7, 3, "blocks") == [3, 2, 2]
     assert split_sizes(7, [1, 6], "blocks") == [1, 6]
+
+
+@pytest.mark.skipif("triton" not in FUSED_BACKENDS, reason="triton not available")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_triton_layer_half_inputs_accumulate_in_fp32(dtype):
+    layer = BlockMaskedLinear(_levels([5, 12]), _levels([3, 9, 6]), strict=True, activation="gelu", backend="triton")
+    x = torch.randn(21, 17)
+    ref_out = layer(x.to(dtype).float())  # triton on fp32 copies of the rounded inputs
+    half = layer.to(dtype)
+    xh = x.to(dtype).requires_grad_()
+    out = half(xh)
+    assert out.dtype == dtype
+    assert_close_scaled(out.float(), ref_out.detach(), 2e-2, "half forward")
+    (grad,) = torch.autograd.grad(out.float().sum(), xh)
+    assert grad.dtype == dtype and torch.isfinite(grad.float()).all()
+
+
+@pytest.mark.skipif("triton" not in FUSED_BACKENDS, reason="triton not available")
+def test_triton_level_slice_launch():
+    layer = BlockMaskedLinear(_levels([4, 4, 4]), _levels([5, 6, 7]), strict=False, activation="silu", backend="triton").double()
+    x = torch.randn(9, 12, dtype=torch.float64)
+    with torch.no_grad():
+        full = layer(x)
+        for level in range(3):
+            start, end = layer.plan.level_rows(level)
+            sliced = layer.forward_level(x[:, : int(layer.plan.prefix[end - 1])], level)
+            assert_close_scaled(sliced, full[:, start:end], 1e-12, f"level {level}")

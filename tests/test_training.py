@@ -131,3 +131,31 @@ def test_dataset_loaders():
     assert digits.features == 64 and digits.image_shape == (8, 8) and 0 <= digits.train.min() and digits.train.max() < 1
     with pytest.raises(ValueError, match="no such file"):
         load_dataset("nope.csv")
+
+
+def test_cli_resume_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    import energyflow.cli as cli
+
+    common = ["train", "--data", "moons", "--blocks", "2", "--hidden", "16", "--batch-size", "64", "--n-train", "400",
+              "--checkpoint-every", "10", "--seed", "5", "--steps", "20"]
+    assert main([*common, "--eval-every", "0", "--out", str(tmp_path / "whole")]) == 0
+    # the same run killed at step 11 (after its step-10 checkpoint), then resumed
+    real_evaluate = cli.evaluate
+    calls = {"n": 0}
+
+    def dying_evaluate(model, dataset, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 10:
+            raise KeyboardInterrupt
+        return real_evaluate(model, dataset, **kwargs)
+
+    monkeypatch.setattr(cli, "evaluate", dying_evaluate)
+    partial = tmp_path / "partial"
+    with pytest.raises(KeyboardInterrupt):
+        main([*common, "--eval-every", "1", "--out", str(partial)])
+    assert not (partial / "model.pt").exists() and (partial / "checkpoint.pt").exists()
+    monkeypatch.setattr(cli, "evaluate", real_evaluate)
+    assert main(["train", "--out", str(partial), "--resume"]) == 0
+    whole = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)["state"]
+    resumed = torch.load(partial / "model.pt", weights_only=True)["state"]
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
