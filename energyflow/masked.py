@@ -114,12 +114,12 @@ class _TritonMaskedLinear(torch.autograd.Function):
 
 def masked_linear(
     x: Tensor, weight: Tensor, bias: Optional[Tensor], plan: MaskPlan, *, prefix: Tensor,
-    first_out: Tensor, activation: str = "none", backend: str = "blocked",
+    first_out: Tensor, mask: Tensor, activation: str = "none", backend: str = "blocked",
 ) -> Tensor:
     """act(x (W * mask)^T + b) for x (..., in) -> (..., out); ``backend`` already resolved.
 
-    ``prefix`` / ``first_out`` are ``plan``'s int32 tensors on x's device (the Triton path reads
-    them there).
+    ``prefix`` / ``first_out`` / ``mask`` are ``plan``'s tensors on x's device (the Triton path
+    reads the first two there; the reference multiplies by the mask, as nflows does).
     """
     lead = x.shape[:-1]
     flat = x.reshape(-1, x.shape[-1])
@@ -129,7 +129,7 @@ def masked_linear(
         if backend == "blocked":
             out = _BlockedLinear.apply(flat, weight, bias, plan)
         else:
-            out = F.linear(flat, weight * plan.mask(weight.dtype).to(weight.device), bias)
+            out = F.linear(flat, weight * mask, bias)
         out = ACTIVATIONS[activation](out)
     return out.reshape(*lead, plan.out_features)
 

@@ -204,8 +204,10 @@ def test_split_sizes():
 
 
 @pytest.mark.skipif("triton" not in FUSED_BACKENDS, reason="triton not available")
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float16])
 def test_triton_layer_half_inputs_accumulate_in_fp32(dtype):
+    """fp16 only on the CPU: the Triton interpreter's bf16 tl.dot is wrong (a 16 x 16 bf16
+    product came out 2.7e10 off with triton 3.9), so bf16 is checked by gpu_check.sh instead."""
     layer = BlockMaskedLinear(_levels([5, 12]), _levels([3, 9, 6]), strict=True, activation="gelu", backend="triton")
     x = torch.randn(21, 17)
     ref_out = layer(x.to(dtype).float())  # triton on fp32 copies of the rounded inputs

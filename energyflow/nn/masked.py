@@ -46,6 +46,7 @@ class BlockMaskedLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(self.plan.out_features)) if bias else None
         self.register_buffer("prefix", self.plan.prefix.clone(), persistent=False)
         self.register_buffer("first_out", self.plan.first_out.clone(), persistent=False)
+        self.register_buffer("mask", self.plan.mask(), persistent=False)
         self.reset_parameters()
 
     @property
@@ -61,7 +62,7 @@ class BlockMaskedLinear(nn.Module):
         fan_in = self.plan.prefix.clamp_min(1).double()
         bound = (1.0 / fan_in.sqrt()).to(self.weight.dtype)[:, None]
         with torch.no_grad():
-            self.weight.uniform_(-1, 1).mul_(bound).mul_(self.plan.mask(self.weight.dtype))
+            self.weight.uniform_(-1, 1).mul_(bound).mul_(self.mask)
             if self.bias is not None:
                 self.bias.uniform_(-1, 1).mul_(bound[:, 0])
 
@@ -73,7 +74,7 @@ class BlockMaskedLinear(nn.Module):
             raise ValueError(f"x must have {self.in_features} features in its last dim, got shape {tuple(x.shape)}")
         return masked_linear(
             x, self.weight, self.bias, self.plan, prefix=self.prefix, first_out=self.first_out,
-            activation=self.activation, backend=self._backend(x),
+            mask=self.mask, activation=self.activation, backend=self._backend(x),
         )
 
     def forward_level(self, x_prefix: Tensor, level: int) -> Tensor:
