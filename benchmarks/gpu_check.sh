@@ -12,4 +12,6 @@ ENERGYFLOW_NO_EXT=1 $PY -m pip install -q --no-build-isolation --no-deps -e . >/
 $PY -c "import energyflow, torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name()); print(energyflow.backends())"
 mkdir -p benchmarks/results
 $PY benchmarks/gpu_validate.py | tee benchmarks/results/gpu_validate.txt
-$PY benchmarks/bench_energy.py --device cuda --sizes 4096 16384 65536 --dims 16 64 --sliced-n 1000000 --name energy_cuda
+cd benchmarks
+$PY bench_masked.py --device cuda --batch 8192 --hidden 4096 --blocks 1 8 --repeats 5 --name masked_cuda
+$PY bench_energy.py --device cuda --sizes 4096 16384 65536 --dims 16 64 --sliced-n 1000000 --name energy_cuda

@@ -1,7 +1,8 @@
 """On a CUDA device: compiled Triton kernels against the reference (values and gradients).
 
-Prints one line per case and exits non-zero if any relative error exceeds its tolerance
-(fp64 1e-9, fp32/ieee 1e-4, fp32/tf32 2e-2, bf16 3e-2). Used by benchmarks/gpu_check.sh.
+Pairwise power sums (fp64, fp32 ieee/tf32, bf16) and the block-masked linear layer (fp32, fp16,
+bf16; every activation). Prints one line per case and exits non-zero if any relative error
+exceeds its tolerance. Used by benchmarks/gpu_check.sh.
 """
 from __future__ import annotations
 
@@ -41,6 +42,25 @@ def case(n, m, d, beta, dtype, precision) -> float:
     return worst
 
 
+def masked_case(dtype: torch.dtype, activation: str) -> float:
+    """Triton BlockMaskedLinear vs the dense masked reference (fp64), values and gradients."""
+    from energyflow.nn import BlockMaskedLinear
+
+    levels_in = [level for level, size in enumerate([70, 300, 13, 129]) for _ in range(size)]
+    levels_out = [level for level, size in enumerate([33, 200, 250, 29]) for _ in range(size)]
+    layer = BlockMaskedLinear(levels_in, levels_out, strict=True, activation=activation).cuda()
+    x = torch.randn(1000, len(levels_in), device="cuda")
+    results = []
+    for backend, dt in (("triton", dtype), ("reference", torch.float64)):
+        layer_dt = layer.to(dt)
+        layer_dt.backend = backend
+        xx = x.to(dt).requires_grad_()
+        out = layer_dt(xx)
+        grads = torch.autograd.grad(out.double().sum(), [xx, layer_dt.weight, layer_dt.bias])
+        results.append([out.detach(), *grads])
+    return max(rel_err(g, w) for g, w in zip(*results))
+
+
 def main() -> int:
     if not torch.cuda.is_available():
         print("gpu_validate: no CUDA device")
@@ -57,6 +77,13 @@ def main() -> int:
                 failures += bad
                 print(f"{n:5d} {m:5d} {d:4d} {beta:4.1f} {str(dtype)[6:]:>9} {precision:>5} {err:9.2e}{'  FAIL' if bad else ''}")
     torch.set_float32_matmul_precision("highest")
+    masked_tolerance = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 5e-2}
+    for dtype, tol in masked_tolerance.items():
+        for activation in ("none", "relu", "gelu", "silu", "tanh", "elu"):
+            err = masked_case(dtype, activation)
+            bad = not err <= tol
+            failures += bad
+            print(f"masked linear {str(dtype)[6:]:>9} {activation:>5} {err:9.2e}{'  FAIL' if bad else ''}")
     print(f"gpu_validate: {failures} failures")
     return 1 if failures else 0
 
