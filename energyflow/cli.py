@@ -38,7 +38,7 @@ def build_model(run: dict, dataset: Dataset) -> GenerativeModel:
     hidden = tuple(run["hidden"])
     if run["model"] == "saef":
         return SemiAutoregressiveGenerator(dataset.features, min(blocks, dataset.features), context_features=dataset.context_features,
-                                           hidden_features=hidden)
+                                           noise_features=run.get("noise_features") or None, hidden_features=hidden)
     return BlockAffineFlow(dataset.features, min(blocks, dataset.features), transforms=run["transforms"],
                            context_features=dataset.context_features, hidden_features=hidden)
 
@@ -167,6 +167,7 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--hidden", type=int, nargs="+", default=[256, 256])
     train.add_argument("--transforms", type=int, default=4, help="affine flow only")
+    train.add_argument("--noise-features", type=int, default=0, help="saef only: noise units (0: one per feature)")
     train.add_argument("--context-cols", nargs="+", default=[], help="columns (index or CSV name) used as context")
     train.add_argument("--n-train", type=int, default=20000, help="rows drawn for the 2-D toys")
     train.add_argument("--eval-every", type=int, default=500)
