@@ -29,7 +29,6 @@ from bench_energy import RESULTS, machine_description
 from energyflow import metrics
 from energyflow.data import Dataset, load_dataset
 from energyflow.models import BlockAffineFlow, GenerativeModel, SemiAutoregressiveGenerator
-from energyflow.plots import samples_figure
 from energyflow.train import TrainConfig, fit
 
 

@@ -14,7 +14,6 @@ from one continues bit for bit like an uninterrupted run with the same seed.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -171,7 +170,3 @@ def fit(
     model.eval()
     save()
     return state
-
-
-def seconds_per_step(state: TrainState) -> float:
-    return state.seconds / max(state.step, 1) if state.step else math.nan
