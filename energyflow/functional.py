@@ -153,7 +153,8 @@ def energy_score(
     check_points("target", target3)
     check_same_kind("target", target3, "samples", samples3)
     if weights is not None:
-        weights = check_weights("weights", weights.reshape(-1), target3[..., 0, :], "target")
+        flat_weights = weights.reshape(-1) if isinstance(weights, Tensor) else weights
+        weights = check_weights("weights", flat_weights, target3[..., 0, :], "target")
     backend = _backends.resolve(backend, samples.device)
 
     m = samples3.shape[1]

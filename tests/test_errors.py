@@ -40,6 +40,7 @@ X, Y = torch.randn(5, 3), torch.randn(4, 3)
         (lambda: ef.energy_score(torch.randn(3, 4, 2), torch.randn(3)), ValueError, "target must have shape"),
         (lambda: ef.energy_score(torch.randn(3, 4, 2), torch.randn(3, 2), reduction="avg"), ValueError, "reduction"),
         (lambda: ef.energy_score(torch.randn(3, 4, 2), torch.randn(3, 2), weights=torch.ones(2)), ValueError, "weights"),
+        (lambda: ef.energy_score(torch.randn(3, 4, 2), torch.randn(3, 2), weights=[1, 1, 1]), TypeError, "weights"),
         (lambda: ef.energy_distance(X, Y, statistic="w"), ValueError, "statistic"),
         (lambda: ef.energy_distance(X, Y, statistic="u", x_weights=torch.rand(5) + 0.1), ValueError, "x_weights is not uniform"),
         (lambda: ef.energy_distance(X[:1], Y, statistic="u"), ValueError, "at least 2 points in x"),
