@@ -145,9 +145,9 @@ def masked_linear_level(
     launch is used only when no gradient is needed).
     """
     start, end = plan.level_rows(level)
-    needed = int(plan.prefix[end - 1]) if end > start else 0
     if end == start:
         return x_prefix.new_zeros(x_prefix.shape[0], 0)
+    needed = int(plan.prefix[end - 1])
     grad_needed = torch.is_grad_enabled() and (x_prefix.requires_grad or weight.requires_grad)
     if backend == "triton" and not grad_needed:
         padded = x_prefix[:, :needed]

@@ -22,6 +22,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .tiling import accumulation, accumulation_dtype
+
 # Relative rounding floor on r^2 for each dot precision (see module docstring).
 _R2_FLOOR = {"float64": 2.0**-46, "ieee": 2.0**-20, "tf32": 2.0**-10}
 
@@ -147,9 +149,8 @@ def row_stats(
     Returns:
         rowsum (B, N) and wdiff (B, N, D) (or an empty tensor), in fp32 (fp64 for fp64 inputs).
     """
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    if acc == torch.float64:
-        precision = "ieee"
+    acc = accumulation_dtype(x.dtype)
+    settings = accumulation(x.dtype, precision)
     batch, n_rows, dim = x.shape
     n_cols = y.shape[1]
     centre = y.to(acc).mean(dim=1, keepdim=True)
@@ -157,7 +158,7 @@ def row_stats(
     y_centred = (y.to(acc) - centre).to(y.dtype).contiguous()
     x_sq = x_centred.to(acc).square().sum(-1)
     y_sq = y_centred.to(acc).square().sum(-1)
-    floor_key = "float64" if acc == torch.float64 else precision
+    floor_key = "float64" if acc == torch.float64 else settings["PRECISION"]
     params = torch.tensor([0.5 * beta, _R2_FLOOR[floor_key]], dtype=acc, device=x.device)
     rowsum = torch.empty((batch, n_rows), dtype=acc, device=x.device)
     wdiff = torch.empty((batch, n_rows, dim) if want_grad else (0,), dtype=acc, device=x.device)
@@ -171,8 +172,7 @@ def row_stats(
     _row_stats_kernel[grid](
         x_centred, y_centred, b.contiguous(), x_sq, y_sq, params, rowsum, wdiff,
         n_rows, n_cols, dim,
-        EXCLUDE_DIAG=exclude_diag, WANT_GRAD=want_grad, PRECISION=precision,
-        ACC=tl.float64 if acc == torch.float64 else tl.float32,
+        EXCLUDE_DIAG=exclude_diag, WANT_GRAD=want_grad, **settings,
         DIRECT=direct, DIM=dim if direct else 0,
         BLOCK_K=_feature_block(dim), BLOCK_DV=block_dv,
     )

@@ -1,4 +1,5 @@
-"""Autotune configurations and accumulation settings of the masked-linear kernels, declared once."""
+"""Autotune configurations of the masked-linear kernels and the accumulation settings of every
+kernel, declared once."""
 import os
 
 import torch
@@ -6,9 +7,14 @@ import triton
 import triton.language as tl
 
 
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Accumulate in fp32, or fp64 for fp64 inputs."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def accumulation(dtype: torch.dtype, precision: str) -> dict:
-    """Constexprs ACC (fp32, or fp64 for fp64 inputs) and PRECISION (fp64 is always ieee)."""
-    if dtype == torch.float64:
+    """Constexprs ACC (see ``accumulation_dtype``) and PRECISION (fp64 is always ieee)."""
+    if accumulation_dtype(dtype) == torch.float64:
         return {"ACC": tl.float64, "PRECISION": "ieee"}
     return {"ACC": tl.float32, "PRECISION": precision}
 
