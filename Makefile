@@ -14,8 +14,8 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
-	$(PY) -m pip install -q "$(TORCH_SPEC)" numpy tqdm matplotlib pytest scipy scikit-learn ninja "triton>=3.2"
-	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	$(PY) -m pip install -q "$(TORCH_SPEC)" ninja
+	$(PY) -m pip install -q --no-build-isolation -e ".[test,triton]"
 	$(PY) -c "import energyflow; print(energyflow.backends())"
 	touch $(STAMP)
 
@@ -24,7 +24,9 @@ demo: $(STAMP)
 	$(PY) -m energyflow train --data 8gaussians --model saef --blocks 1 --hidden 256 256 --steps 3000 --out demo_out
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest -q
 
 bench: $(STAMP)
 	cd benchmarks && ../$(PY) bench_energy.py && ../$(PY) bench_masked.py

@@ -5,6 +5,7 @@ the baseline one and picked at run time); set ``ENERGYFLOW_NATIVE=1`` to tune fo
 Set ``ENERGYFLOW_NO_EXT=1`` to skip the extension (the package then runs its reference and
 Triton paths only; ``energyflow.backends()`` says why ``cpp`` is missing).
 """
+
 import os
 import sys
 
@@ -23,7 +24,11 @@ if os.environ.get("ENERGYFLOW_NO_EXT", "0") != "1":
     ext_modules.append(
         CppExtension(
             "energyflow._C",
-            sources=["csrc/pairwise_power.cpp", "csrc/row_stats_generic.cpp", "csrc/row_stats_avx2.cpp"],
+            sources=[
+                "csrc/pairwise_power.cpp",
+                "csrc/row_stats_generic.cpp",
+                "csrc/row_stats_avx2.cpp",
+            ],
             extra_compile_args={"cxx": cxx_flags},
             extra_link_args=[] if sys.platform == "darwin" else ["-fopenmp"],
         )

@@ -13,133 +13,24 @@ the markdown table.
     python benchmarks/bench_energy.py                # CPU grid of the README
     python benchmarks/bench_energy.py --device cuda  # Triton vs cdist on a GPU
 """
+
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import json
-import os
-import platform
-import statistics
-import time
-from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 
 import energyflow as ef
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def machine_description(device: str) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = {
-        "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__, "python": platform.python_version(), "device": device,
-        "backends": ef.backends(),
-    }
-    if device == "cuda":
-        info["gpu"] = torch.cuda.get_device_name()
-        try:
-            import triton
-
-            info["triton"] = triton.__version__
-        except ImportError:
-            pass
-    return info
-
-
-def _return_freed_memory() -> None:
-    """Give freed heap pages back to the OS, so RSS counts only live memory (glibc)."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-class PeakMemory:
-    """Extra peak memory of a block: CUDA allocator stats, or the process's VmHWM on Linux."""
-
-    def __init__(self, device: str) -> None:
-        self.device = device
-
-    @staticmethod
-    def _status(field: str) -> int:
-        with open("/proc/self/status") as f:
-            line = next(line for line in f if line.startswith(field))
-        return int(line.split()[1]) * 1024
-
-    def __enter__(self) -> "PeakMemory":
-        if self.device == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.start = torch.cuda.memory_allocated()
-        else:
-            _return_freed_memory()
-            with open("/proc/self/clear_refs", "w") as f:  # resets VmHWM to the current RSS
-                f.write("5")
-            self.start = self._status("VmRSS:")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.device == "cuda":
-            torch.cuda.synchronize()
-            self.extra = torch.cuda.max_memory_allocated() - self.start
-        else:
-            self.extra = self._status("VmHWM:") - self.start
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def time_call(fn: Callable[[], None], device: str, repeats: int) -> tuple[float, int]:
-    """Median seconds over ``repeats`` after one warm-up call, and the warm-up's extra peak bytes.
-
-    With ``repeats=0`` (large problems, where a call takes seconds) the warm-up call is timed.
-    """
-    start = time.perf_counter()
-    with PeakMemory(device) as peak:
-        fn()
-        _sync(device)
-    times = [time.perf_counter() - start] if repeats == 0 else []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), peak.extra
-
-
-def interleaved_medians(calls: dict[str, Callable[[], None]], device: str, repeats: int) -> dict[str, float]:
-    """Median seconds of each call, timed in turn (A, B, A, B, ...) after one warm-up each, so
-    that drifts of a shared machine hit all of them alike and their ratios stay meaningful."""
-    for fn in calls.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, fn in calls.items():
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+from _common import RESULTS, machine_description, time_call
 
 
 def energy_step(backend: str, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
     def step() -> None:
         x.grad = y.grad = None
         ef.energy_distance(x, y, backend=backend).backward()
+
     return step
 
 
@@ -156,6 +47,7 @@ def keops_step(x: torch.Tensor, y: torch.Tensor) -> Optional[Callable[[], None]]
     def step() -> None:
         x.grad = y.grad = None
         (2 * term(x, y) - term(x, x) - term(y, y)).backward()
+
     return step
 
 
@@ -169,10 +61,13 @@ def geomloss_step(x: torch.Tensor, y: torch.Tensor) -> Optional[Callable[[], Non
     def step() -> None:
         x.grad = y.grad = None
         loss(x, y).backward()
+
     return step
 
 
-def run_grid(device: str, sizes: list[int], dims: list[int], repeats: int, matrix_budget: float) -> list[dict]:
+def run_grid(
+    device: str, sizes: list[int], dims: list[int], repeats: int, matrix_budget: float
+) -> list[dict]:
     fused = "triton" if device == "cuda" else "cpp"
     rows = []
     for n in sizes:
@@ -216,16 +111,25 @@ def run_sliced(device: str, n: int, d: int, projections: int) -> dict:
 
     def step() -> None:
         ef.sliced_energy_distance(x, y, num_projections=projections).backward()
+
     seconds, peak = time_call(step, device, 0)
-    row = {"N": n, "M": n, "D": d, "L": projections, "method": "sliced_energy_distance (fwd+bwd)",
-           "seconds": seconds, "peak_extra_mb": peak / 2**20}
+    row = {
+        "N": n,
+        "M": n,
+        "D": d,
+        "L": projections,
+        "method": "sliced_energy_distance (fwd+bwd)",
+        "seconds": seconds,
+        "peak_extra_mb": peak / 2**20,
+    }
     print(json.dumps(row), flush=True)
     return row
 
 
 def markdown(machine: dict, rows: list[dict], sliced: Optional[dict]) -> str:
     lines = [
-        f"Machine: {machine['cpu']}, {machine['cores']} cores ({machine['torch_threads']} torch threads), "
+        f"Machine: {machine['cpu']}, {machine['cores']} cores ({machine['torch_threads']} torch "
+        "threads), "
         f"torch {machine['torch']}, device {machine['device']}"
         + (f" ({machine['gpu']}, triton {machine.get('triton')})" if "gpu" in machine else ""),
         "",
@@ -238,14 +142,19 @@ def markdown(machine: dict, rows: list[dict], sliced: Optional[dict]) -> str:
     for r in rows:
         if "seconds" in r:
             speed = f"{r['fused_speedup']:.1f}x" if "fused_speedup" in r else "-"
-            lines.append(f"| {r['N']} | {r['D']} | {r['method']} | {r['seconds']:.4f} | {speed} | {r['peak_extra_mb']:.0f} |")
+            lines.append(
+                f"| {r['N']} | {r['D']} | {r['method']} | {r['seconds']:.4f} | {speed} | "
+                f"{r['peak_extra_mb']:.0f} |"
+            )
         else:
             lines.append(f"| {r['N']} | {r['D']} | {r['method']} | - | - | {r['note']} |")
     if sliced:
         lines += [
             "",
-            f"`sliced_energy_distance`, N = M = {sliced['N']}, D = {sliced['D']}, L = {sliced['L']}, "
-            f"forward+backward: {sliced['seconds']:.1f} s, peak extra {sliced['peak_extra_mb']:.0f} MB.",
+            f"`sliced_energy_distance`, N = M = {sliced['N']}, D = {sliced['D']}, L = "
+            f"{sliced['L']}, "
+            f"forward+backward: {sliced['seconds']:.1f} s, peak extra "
+            f"{sliced['peak_extra_mb']:.0f} MB.",
         ]
     return "\n".join(lines) + "\n"
 
@@ -256,8 +165,12 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 16, 64])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--matrix-budget-gb", type=float, default=None,
-                        help="skip baselines whose N x M matrices exceed this (default: 8 on CPU, 60 on CUDA)")
+    parser.add_argument(
+        "--matrix-budget-gb",
+        type=float,
+        default=None,
+        help="skip baselines whose N x M matrices exceed this (default: 8 on CPU, 60 on CUDA)",
+    )
     parser.add_argument("--sliced-n", type=int, default=1_000_000, help="0 skips the sliced run")
     parser.add_argument("--name", default=None, help="results file stem (default energy_<device>)")
     args = parser.parse_args()
@@ -270,7 +183,9 @@ def main() -> None:
     sliced = run_sliced(args.device, args.sliced_n, 16, 64) if args.sliced_n else None
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = args.name or f"energy_{args.device}"
-    (RESULTS / f"{stem}.json").write_text(json.dumps({"machine": machine, "rows": rows, "sliced": sliced}, indent=1))
+    (RESULTS / f"{stem}.json").write_text(
+        json.dumps({"machine": machine, "rows": rows, "sliced": sliced}, indent=1)
+    )
     table = markdown(machine, rows, sliced)
     (RESULTS / f"{stem}.md").write_text(table)
     print(table)

@@ -4,13 +4,15 @@
    4096, hidden 1024: forward and forward+backward of the fused path ("blocked" on CPU, "triton"
    on CUDA) against ``F.linear(x, W * mask, b)`` (what nflows / zuko do).
 2. Generation with a ``SemiAutoregressiveMLP`` (64 features, 64 noise, hidden (1024, 1024)):
-   cached K-step sampling (``start``/``step``) against K full passes (the uncached way) and
+   cached K-step sampling (``generate``) against K full passes (the uncached way) and
    against a single full pass.
 
-Median of repeats after a warm-up, the compared calls timed in turn (interleaved). Writes ``benchmarks/results/masked_<device>.{json,md}``.
+Median of repeats after a warm-up, the compared calls timed in turn (interleaved). Writes
+``benchmarks/results/masked_<device>.{json,md}``.
 
     python benchmarks/bench_masked.py [--device cuda --hidden 4096 --batch 8192]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from bench_energy import RESULTS, interleaved_medians, machine_description
+from _common import RESULTS, interleaved_medians, machine_description
 from energyflow.nn import BlockMaskedLinear, SemiAutoregressiveMLP
 
 
@@ -43,6 +45,7 @@ def layer_rows(device: str, batch: int, hidden: int, blocks: list[int], repeats:
                         x.grad = None
                         layer.zero_grad(set_to_none=True)
                         layer(x).sum().backward()
+
                 return run
 
             times = interleaved_medians({b: call(b) for b in ("reference", fused)}, device, repeats)
@@ -54,20 +57,21 @@ def layer_rows(device: str, batch: int, hidden: int, blocks: list[int], repeats:
     return rows
 
 
-def generation_rows(device: str, batch: int, hidden: int, blocks: list[int], repeats: int) -> list[dict]:
+def generation_rows(
+    device: str, batch: int, hidden: int, blocks: list[int], repeats: int
+) -> list[dict]:
     rows = []
     features = 64
     for k in blocks:
-        net = SemiAutoregressiveMLP(features, k, noise_features=features, hidden_features=(hidden, hidden)).to(device)
+        net = SemiAutoregressiveMLP(
+            features, k, noise_features=features, hidden_features=(hidden, hidden)
+        ).to(device)
         z = torch.randn(batch, features, device=device)
         sizes = net.block_sizes
 
         @torch.no_grad()
         def cached() -> None:
-            state = net.start(z)
-            previous = None
-            for _ in sizes:
-                previous = net.step(state, previous)
+            net.generate(z)
 
         @torch.no_grad()
         def uncached() -> None:
@@ -81,45 +85,67 @@ def generation_rows(device: str, batch: int, hidden: int, blocks: list[int], rep
         def one_pass() -> None:
             net(torch.zeros(batch, features, device=device), z)
 
-        times = interleaved_medians({"cached": cached, "uncached": uncached, "one": one_pass}, device, repeats)
+        times = interleaved_medians(
+            {"cached": cached, "uncached": uncached, "one": one_pass}, device, repeats
+        )
         t_cached, t_uncached, t_one = times["cached"], times["uncached"], times["one"]
-        row = {"K": k, "cached K-step s": t_cached, "K full passes s": t_uncached, "one full pass s": t_one,
-               "cached / one pass": t_cached / t_one, "K passes / cached": t_uncached / t_cached}
+        row = {
+            "K": k,
+            "cached K-step s": t_cached,
+            "K full passes s": t_uncached,
+            "one full pass s": t_one,
+            "cached / one pass": t_cached / t_one,
+            "K passes / cached": t_uncached / t_cached,
+        }
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
 
 
 def markdown(machine: dict, layers: list[dict], generation: list[dict], fused: str) -> str:
+    gpu = f" ({machine['gpu']})" if "gpu" in machine else ""
+    first = layers[0]
     lines = [
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, device {machine['device']}"
-        + (f" ({machine['gpu']})" if "gpu" in machine else ""),
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, "
+        f"device {machine['device']}{gpu}",
         "",
-        f"One hidden->hidden BlockMaskedLinear (relu), batch {layers[0]['batch']}, hidden {layers[0]['hidden']}: "
-        f"`{fused}` vs dense `F.linear(x, W * mask)`; speedup = reference / {fused} (same run), "
-        "ideal = 1 / density.",
+        f"One hidden->hidden BlockMaskedLinear (relu), batch {first['batch']}, hidden "
+        f"{first['hidden']}: `{fused}` vs dense `F.linear(x, W * mask)`; speedup = reference / "
+        f"{fused} (same run), ideal = 1 / density.",
         "",
-        "| K | density | ideal | forward speedup | fwd+bwd speedup | fwd+bwd reference s | fwd+bwd fused s |",
+        "| K | density | ideal | forward speedup | fwd+bwd speedup | fwd+bwd reference s "
+        "| fwd+bwd fused s |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in layers:
-        lines.append(
-            f"| {r['K']} | {r['density']:.3f} | {1 / r['density']:.2f}x | {r['forward speedup']:.2f}x | "
-            f"{r['forward+backward speedup']:.2f}x | {r['forward+backward reference s']:.4f} | "
-            f"{r[f'forward+backward {fused} s']:.4f} |"
-        )
+        cells = [
+            r["K"],
+            f"{r['density']:.3f}",
+            f"{1 / r['density']:.2f}x",
+            f"{r['forward speedup']:.2f}x",
+            f"{r['forward+backward speedup']:.2f}x",
+            f"{r['forward+backward reference s']:.4f}",
+            f"{r[f'forward+backward {fused} s']:.4f}",
+        ]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
     lines += [
         "",
         "Generation, SemiAutoregressiveMLP(64 features, 64 noise, hidden (H, H)), no grad:",
         "",
-        "| K | cached K-step s | K full passes s | one full pass s | cached / one pass | K passes / cached |",
+        "| K | cached K-step s | K full passes s | one full pass s | cached / one pass "
+        "| K passes / cached |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
     for r in generation:
-        lines.append(
-            f"| {r['K']} | {r['cached K-step s']:.4f} | {r['K full passes s']:.4f} | {r['one full pass s']:.4f} | "
-            f"{r['cached / one pass']:.2f}x | {r['K passes / cached']:.2f}x |"
-        )
+        cells = [
+            r["K"],
+            f"{r['cached K-step s']:.4f}",
+            f"{r['K full passes s']:.4f}",
+            f"{r['one full pass s']:.4f}",
+            f"{r['cached / one pass']:.2f}x",
+            f"{r['K passes / cached']:.2f}x",
+        ]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -139,7 +165,9 @@ def main() -> None:
     generation = generation_rows(args.device, args.batch, args.hidden, args.blocks, args.repeats)
     stem = args.name or f"masked_{args.device}"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps({"machine": machine, "layers": layers, "generation": generation}, indent=1))
+    (RESULTS / f"{stem}.json").write_text(
+        json.dumps({"machine": machine, "layers": layers, "generation": generation}, indent=1)
+    )
     table = markdown(machine, layers, generation, fused)
     (RESULTS / f"{stem}.md").write_text(table)
     print(table)

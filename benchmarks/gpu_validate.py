@@ -4,6 +4,7 @@ Pairwise power sums (fp64, fp32 ieee/tf32, bf16) and the block-masked linear lay
 bf16; every activation). Prints one line per case and exits non-zero if any relative error
 exceeds its tolerance. Used by benchmarks/gpu_check.sh.
 """
+
 from __future__ import annotations
 
 import sys
@@ -12,7 +13,16 @@ import torch
 
 import energyflow as ef
 
-SHAPES = [(1, 1, 1), (2, 3, 3), (3, 17, 64), (17, 257, 300), (257, 2, 1), (257, 257, 3), (1000, 999, 16), (4099, 2053, 64)]
+SHAPES = [
+    (1, 1, 1),
+    (2, 3, 3),
+    (3, 17, 64),
+    (17, 257, 300),
+    (257, 2, 1),
+    (257, 257, 3),
+    (1000, 999, 16),
+    (4099, 2053, 64),
+]
 BETAS = [0.3, 1.0, 1.5, 2.0]
 
 
@@ -31,8 +41,12 @@ def case(n, m, d, beta, dtype, precision) -> float:
     xs, ys, bs = (t.to(dtype).requires_grad_() for t in (x, y, b))
     xr, yr, br = (t.detach().double().requires_grad_() for t in (xs, ys, bs))
     for be, (xx, yy, bb) in (("triton", (xs, ys, bs)), ("reference", (xr, yr, br))):
-        value = ef.pairwise_power_sum(xx, yy, beta=beta, y_weights=bb, backend=be) + ef.pairwise_power_sum(yy, beta=beta, x_weights=bb, backend=be)
-        grads = torch.autograd.grad(value.float().sum() if be == "triton" else value.sum(), [xx, yy, bb])
+        value = ef.pairwise_power_sum(
+            xx, yy, beta=beta, y_weights=bb, backend=be
+        ) + ef.pairwise_power_sum(yy, beta=beta, x_weights=bb, backend=be)
+        grads = torch.autograd.grad(
+            value.float().sum() if be == "triton" else value.sum(), [xx, yy, bb]
+        )
         if be == "triton":
             got = [value.detach(), *grads]
         else:
@@ -65,8 +79,12 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("gpu_validate: no CUDA device")
         return 2
-    tolerance = {(torch.float64, "ieee"): 1e-9, (torch.float32, "ieee"): 1e-4,
-                 (torch.float32, "tf32"): 2e-2, (torch.bfloat16, "ieee"): 3e-2}
+    tolerance = {
+        (torch.float64, "ieee"): 1e-9,
+        (torch.float32, "ieee"): 1e-4,
+        (torch.float32, "tf32"): 2e-2,
+        (torch.bfloat16, "ieee"): 3e-2,
+    }
     failures = 0
     print(f"{'N':>5} {'M':>5} {'D':>4} {'beta':>4} {'dtype':>9} {'dot':>5} {'rel err':>9}")
     for (dtype, precision), tol in tolerance.items():
@@ -75,7 +93,10 @@ def main() -> int:
                 err = case(n, m, d, beta, dtype, precision)
                 bad = not err <= tol
                 failures += bad
-                print(f"{n:5d} {m:5d} {d:4d} {beta:4.1f} {str(dtype)[6:]:>9} {precision:>5} {err:9.2e}{'  FAIL' if bad else ''}")
+                print(
+                    f"{n:5d} {m:5d} {d:4d} {beta:4.1f} {str(dtype)[6:]:>9} {precision:>5} "
+                    f"{err:9.2e}{'  FAIL' if bad else ''}"
+                )
     torch.set_float32_matmul_precision("highest")
     masked_tolerance = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 5e-2}
     for dtype, tol in masked_tolerance.items():
@@ -83,7 +104,10 @@ def main() -> int:
             err = masked_case(dtype, activation)
             bad = not err <= tol
             failures += bad
-            print(f"masked linear {str(dtype)[6:]:>9} {activation:>5} {err:9.2e}{'  FAIL' if bad else ''}")
+            print(
+                f"masked linear {str(dtype)[6:]:>9} {activation:>5} "
+                f"{err:9.2e}{'  FAIL' if bad else ''}"
+            )
     print(f"gpu_validate: {failures} failures")
     return 1 if failures else 0
 

@@ -15,8 +15,6 @@
 // row_stats_kernel.h, compiled twice (baseline and AVX2+FMA) and chosen at run time.
 #include <torch/extension.h>
 
-#include <algorithm>
-#include <cmath>
 #include <vector>
 
 #include "row_stats_kernel_variants.h"

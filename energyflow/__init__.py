@@ -4,13 +4,14 @@ The fused pairwise energy reductions (``pairwise_power_sum``, ``energy_score``,
 ``energy_distance``, ``sliced_energy_distance``) never build the N x M distance matrix; they run
 on Triton (CUDA), C++ (CPU) or a pure-PyTorch reference. ``backends()`` says which are available.
 """
-from energyflow._backends import backends
+
 from energyflow.functional import (
     energy_distance,
     energy_score,
     pairwise_power_sum,
     sliced_energy_distance,
 )
+from energyflow.ops.dispatch import backends
 
 __version__ = "0.1.0"
 __all__ = [

@@ -1,5 +1,8 @@
+"""``python -m energyflow``: the command line (``energyflow.training.cli``)."""
+
 import sys
 
-from energyflow.cli import main
+from energyflow.training.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

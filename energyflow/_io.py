@@ -1,11 +1,12 @@
 """Atomic file writes: a temporary file in the same folder, fsync, then rename."""
+
 from __future__ import annotations
 
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, IO
+from typing import IO, Any, Callable
 
 import torch
 

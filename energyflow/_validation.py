@@ -1,4 +1,5 @@
 """Input checks shared by the public ops: each failure names the argument and the fix."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -19,11 +20,15 @@ def check_points(name: str, points: object) -> Tensor:
             f"{points.dtype}; convert it with {name}.float()"
         )
     if points.dim() not in (2, 3):
+        raise ValueError(f"{name} must have shape (N, D) or (B, N, D), got {tuple(points.shape)}")
+    if (
+        points.shape[-2] == 0
+        or points.shape[-1] == 0
+        or (points.dim() == 3 and points.shape[0] == 0)
+    ):
         raise ValueError(
-            f"{name} must have shape (N, D) or (B, N, D), got {tuple(points.shape)}"
+            f"{name} is empty (shape {tuple(points.shape)}); it needs at least one point"
         )
-    if points.shape[-2] == 0 or points.shape[-1] == 0 or (points.dim() == 3 and points.shape[0] == 0):
-        raise ValueError(f"{name} is empty (shape {tuple(points.shape)}); it needs at least one point")
     check_finite(name, points)
     return points
 
@@ -35,8 +40,10 @@ def check_finite(name: str, tensor: Tensor) -> None:
 
 def _is_fake(tensor: Tensor) -> bool:
     """True under torch.compile tracing (fake/meta tensors), where values cannot be inspected."""
-    return tensor.device.type == "meta" or type(tensor).__name__ == "FakeTensor" or (
-        torch.compiler.is_compiling()
+    return (
+        tensor.device.type == "meta"
+        or type(tensor).__name__ == "FakeTensor"
+        or (torch.compiler.is_compiling())
     )
 
 
@@ -77,7 +84,9 @@ def check_beta(beta: object) -> float:
     return beta
 
 
-def check_weights(name: str, weights: Optional[Tensor], points: Tensor, points_name: str) -> Optional[Tensor]:
+def check_weights(
+    name: str, weights: Optional[Tensor], points: Tensor, points_name: str
+) -> Optional[Tensor]:
     """Non-negative finite weights of shape points.shape[:-1] with a positive sum per batch."""
     if weights is None:
         return None

@@ -1,10 +1,11 @@
-"""Energy scores and energy distances between point sets (design doc, sections 2-5).
+"""Energy scores and energy distances between point sets (docs/math.md, sections 2-5).
 
 All ops take unbatched ``(N, D)`` or batched ``(B, N, D)`` point sets and return a scalar ``()``
 or ``(B,)``. ``backend`` picks the kernel: ``"auto"`` (CUDA -> Triton, CPU -> C++ if built, else
 the reference), ``"triton"``, ``"cpp"`` or ``"reference"`` (pure PyTorch, builds the N x M
 matrix). Gradients flow to every floating input: points and weights.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,7 +14,6 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from energyflow import _backends, _ops, reference
 from energyflow._validation import (
     check_beta,
     check_choice,
@@ -21,6 +21,8 @@ from energyflow._validation import (
     check_same_kind,
     check_weights,
 )
+from energyflow.ops import dispatch
+from energyflow.ops.pairwise import cross_power_sum, self_power_sum
 
 __all__ = ["pairwise_power_sum", "energy_score", "energy_distance", "sliced_energy_distance"]
 
@@ -43,21 +45,9 @@ def _check_two_sets(
     check_points("x", x)
     check_points("y", y)
     check_same_kind("x", x, "y", y)
-    return check_weights("x_weights", x_weights, x, "x"), check_weights("y_weights", y_weights, y, "y")
-
-
-def _cross(x: Tensor, y: Tensor, a: Tensor, b: Tensor, beta: float, backend: str) -> Tensor:
-    """S(X, Y; a, b) on validated batched inputs (B, N, D), (B, M, D), (B, N), (B, M)."""
-    if backend == "reference":
-        return reference.cross_power_sum(x, y, a, b, beta)
-    return _ops.cross_power_sum(x, y, a, b, beta, backend)
-
-
-def _self(y: Tensor, b: Tensor, beta: float, backend: str) -> Tensor:
-    """S_self(Y; b) on validated batched inputs (B, M, D), (B, M)."""
-    if backend == "reference":
-        return reference.self_power_sum(y, b, beta)
-    return _ops.self_power_sum(y, b, beta, backend)
+    return check_weights("x_weights", x_weights, x, "x"), check_weights(
+        "y_weights", y_weights, y, "y"
+    )
 
 
 def pairwise_power_sum(
@@ -85,25 +75,34 @@ def pairwise_power_sum(
 
     Returns:
         ``()`` for unbatched inputs, ``(B,)`` for batched ones.
+
+    Example:
+        >>> x = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
+        >>> pairwise_power_sum(x, beta=1.0)  # both ordered pairs: 5 + 5
+        tensor(10.)
+        >>> pairwise_power_sum(x, torch.zeros(1, 2), x_weights=torch.tensor([1.0, 0.5]))
+        tensor(2.5000)
     """
     if y is None:
         check_points("x", x)
         x_weights = check_weights("x_weights", x_weights, x, "x")
         if y_weights is not None:
-            raise ValueError("y_weights was given without y; pass the self-sum weights as x_weights")
+            raise ValueError(
+                "y_weights was given without y; pass the self-sum weights as x_weights"
+            )
     else:
         x_weights, y_weights = _check_two_sets(x, y, x_weights, y_weights)
     beta = check_beta(beta)
-    backend = _backends.resolve(backend, x.device)
+    backend = dispatch.resolve_pairwise(backend, x.device)
     unbatched = x.dim() == 2
     x3 = _batched(x, 3)
     a = _batched(x_weights, 2) if x_weights is not None else _ones_like_rows(x3)
     if y is None:
-        out = _self(x3, a, beta, backend)
+        out = self_power_sum(x3, a, beta, backend)
     else:
         y3 = _batched(y, 3)
         b = _batched(y_weights, 2) if y_weights is not None else _ones_like_rows(y3)
-        out = _cross(x3, y3, a, b, beta, backend)
+        out = cross_power_sum(x3, y3, a, b, beta, backend)
     return out[0] if unbatched else out
 
 
@@ -116,7 +115,7 @@ def energy_score(
     reduction: str = "mean",
     backend: str = "auto",
 ) -> Tensor:
-    """Energy score of ``m`` model samples per target (unbiased, design doc section 2).
+    """Energy score of ``m`` model samples per target (unbiased; docs/math.md, section 2).
 
         ES_b = (1/m) sum_j ||y_bj - x_b||^beta - 1/(2 m (m-1)) sum_{j != k} ||y_bj - y_bk||^beta
 
@@ -130,14 +129,21 @@ def energy_score(
 
     Returns:
         ``()`` for ``"mean"``/``"sum"``; ``(B,)`` for ``"none"`` (``()`` for one unbatched target).
+
+    Example:
+        >>> samples = torch.tensor([[[0.0], [2.0]]])  # one target, m = 2 samples
+        >>> energy_score(samples, torch.tensor([[1.0]]))  # (1 + 1) / 2 - (2 + 2) / 4
+        tensor(0.)
     """
     check_points("samples", samples)
     if not isinstance(target, Tensor):
         raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
     if target.dim() != samples.dim() - 1:
         raise ValueError(
-            f"target must have shape {tuple(samples.shape[:-2]) + (samples.shape[-1],)} for samples "
-            f"of shape {tuple(samples.shape)} (samples (B, m, D) with target (B, D), or (m, D) with (D,)), "
+            f"target must have shape {tuple(samples.shape[:-2]) + (samples.shape[-1],)} for "
+            "samples "
+            f"of shape {tuple(samples.shape)} (samples (B, m, D) with target (B, D), or (m, D) "
+            "with (D,)), "
             f"got {tuple(target.shape)}"
         )
     if samples.shape[-2] < 2:
@@ -155,13 +161,13 @@ def energy_score(
     if weights is not None:
         flat_weights = weights.reshape(-1) if isinstance(weights, Tensor) else weights
         weights = check_weights("weights", flat_weights, target3[..., 0, :], "target")
-    backend = _backends.resolve(backend, samples.device)
+    backend = dispatch.resolve_pairwise(backend, samples.device)
 
     m = samples3.shape[1]
     ones_target = _ones_like_rows(target3)
     ones_samples = _ones_like_rows(samples3)
-    to_target = _cross(target3, samples3, ones_target, ones_samples, beta, backend) / m
-    spread = _self(samples3, ones_samples, beta, backend) / (2 * m * (m - 1))
+    to_target = cross_power_sum(target3, samples3, ones_target, ones_samples, beta, backend) / m
+    spread = self_power_sum(samples3, ones_samples, beta, backend) / (2 * m * (m - 1))
     scores = to_target - spread
     if weights is not None:
         scores = scores * weights
@@ -194,9 +200,10 @@ def energy_distance(
     include_xx: bool = True,
     backend: str = "auto",
 ) -> Tensor:
-    """Energy distance between two weighted samples (design doc section 3).
+    """Energy distance between two weighted samples (docs/math.md, section 3).
 
-        V:  ED = 2 sum_ij a_i b_j |x_i - y_j|^b - sum_ij a_i a_j |x_i - x_j|^b - sum_ij b_i b_j |y_i - y_j|^b
+        V:  ED = 2 sum_ij a_i b_j |x_i - y_j|^b - sum_ij a_i a_j |x_i - x_j|^b
+                 - sum_ij b_i b_j |y_i - y_j|^b
         U:  the same with the i = j terms dropped and the within-set sums over N(N-1), M(M-1)
 
     with weights normalised to sum to 1 (uniform by default). ``include_xx=False`` drops the X-X
@@ -210,11 +217,18 @@ def energy_distance(
 
     Returns:
         ``()`` or ``(B,)``.
+
+    Example:
+        >>> x = torch.randn(500, 3)
+        >>> float(energy_distance(x, x))  # identical samples: 0
+        0.0
+        >>> bool(energy_distance(x, x + 2.0) > 1.0)
+        True
     """
     x_weights, y_weights = _check_two_sets(x, y, x_weights, y_weights)
     beta = check_beta(beta)
     statistic = check_choice("statistic", statistic, ("v", "u"))
-    backend = _backends.resolve(backend, x.device)
+    backend = dispatch.resolve_pairwise(backend, x.device)
     unbatched = x.dim() == 2
     x3, y3 = _batched(x, 3), _batched(y, 3)
     n, m = x3.shape[1], y3.shape[1]
@@ -222,26 +236,36 @@ def energy_distance(
     if statistic == "u":
         for name, w in (("x_weights", x_weights), ("y_weights", y_weights)):
             if not torch.compiler.is_compiling() and not _is_uniform(w):
-                raise ValueError(f"statistic='u' needs uniform weights, but {name} is not uniform; use statistic='v'")
+                raise ValueError(
+                    f"statistic='u' needs uniform weights, but {name} is not uniform; use "
+                    "statistic='v'"
+                )
         for name, count in (("x", n), ("y", m)):
             if count < 2:
                 raise ValueError(f"statistic='u' needs at least 2 points in {name}, got {count}")
         ones_x, ones_y = _ones_like_rows(x3), _ones_like_rows(y3)
-        out = 2 * _cross(x3, y3, ones_x, ones_y, beta, backend) / (n * m)
-        out = out - _self(y3, ones_y, beta, backend) / (m * (m - 1))
+        out = 2 * cross_power_sum(x3, y3, ones_x, ones_y, beta, backend) / (n * m)
+        out = out - self_power_sum(y3, ones_y, beta, backend) / (m * (m - 1))
         if include_xx:
-            out = out - _self(x3, ones_x, beta, backend) / (n * (n - 1))
+            out = out - self_power_sum(x3, ones_x, beta, backend) / (n * (n - 1))
     else:
         a = _normalised(_batched(x_weights, 2), x3)
         b = _normalised(_batched(y_weights, 2), y3)
-        out = 2 * _cross(x3, y3, a, b, beta, backend) - _self(y3, b, beta, backend)
+        out = 2 * cross_power_sum(x3, y3, a, b, beta, backend) - self_power_sum(
+            y3, b, beta, backend
+        )
         if include_xx:
-            out = out - _self(x3, a, beta, backend)
+            out = out - self_power_sum(x3, a, beta, backend)
     return out[0] if unbatched else out
 
 
 def sphere_mean_abs_constant(dim: int) -> float:
-    """c_D = sqrt(pi) Gamma((D+1)/2) / Gamma(D/2), so that E|w.v| = ||v|| / c_D on the sphere."""
+    """c_D = sqrt(pi) Gamma((D+1)/2) / Gamma(D/2), so that E|w.v| = ||v|| / c_D on the sphere.
+
+    Example:
+        >>> round(sphere_mean_abs_constant(1), 6), round(sphere_mean_abs_constant(2), 6)  # 1, pi/2
+        (1.0, 1.570796)
+    """
     return math.exp(0.5 * math.log(math.pi) + math.lgamma((dim + 1) / 2) - math.lgamma(dim / 2))
 
 
@@ -250,7 +274,7 @@ def _sliced_energy_terms(projected: Tensor, weights: Tensor, n_x: int) -> Tensor
 
     ``projected`` (B, L, N+M) holds X's projections first; ``weights`` (B, 1, N+M) the normalised
     weights. With P(S) = sum_{i<j in S} w_i w_j |z_i - z_j| = sum_k w_k z_k (2 C_k - w_k - T) over
-    the sorted values (C the inclusive cumulative weight, T the total; design doc section 5), the
+    the sorted values (C the inclusive cumulative weight, T the total; docs/math.md, section 5), the
     sums over X and over Y alone reuse the sort of the union with the other set's weights zeroed.
     """
     z, order = torch.sort(projected, dim=-1)
@@ -278,7 +302,8 @@ def sliced_energy_distance(
     For L directions w_l uniform on the sphere, each 1-D energy distance comes from one sort of
     the projections of X u Y, O((N+M) log(N+M)) (the sums within X and Y reuse that sort):
 
-        ED ~= c_D / L sum_l [2 P_l(X u Y) - 4 P_l(X) - 4 P_l(Y)],  c_D = sqrt(pi) G((D+1)/2) / G(D/2)
+        ED ~= c_D / L sum_l [2 P_l(X u Y) - 4 P_l(X) - 4 P_l(Y)],
+        c_D = sqrt(pi) G((D+1)/2) / G(D/2)
 
     with P the weighted within-set pair sum (weights normalised to 1). Unbiased for every L; the
     variance falls as 1/L. Differentiable through the sort. Directions are processed in chunks of
@@ -291,9 +316,20 @@ def sliced_energy_distance(
 
     Returns:
         ``()`` or ``(B,)``, in the points' dtype.
+
+    Example:
+        >>> x, y = torch.randn(2, 2000, 4, dtype=torch.float64)
+        >>> exact = energy_distance(x, y + 1)
+        >>> sliced = sliced_energy_distance(x, y + 1, num_projections=512)
+        >>> bool(abs(sliced - exact) < 0.1 * exact)
+        True
     """
     x_weights, y_weights = _check_two_sets(x, y, x_weights, y_weights)
-    if isinstance(num_projections, bool) or not isinstance(num_projections, int) or num_projections < 1:
+    if (
+        isinstance(num_projections, bool)
+        or not isinstance(num_projections, int)
+        or num_projections < 1
+    ):
         raise ValueError(f"num_projections must be a positive int, got {num_projections!r}")
     unbatched = x.dim() == 2
     x3, y3 = _batched(x, 3), _batched(y, 3)
@@ -303,7 +339,9 @@ def sliced_energy_distance(
     ab = torch.cat([a, b], dim=-1)
     n, dim = x3.shape[1], x3.shape[-1]
 
-    directions = torch.randn(num_projections, dim, generator=generator, device=x.device, dtype=x.dtype)
+    directions = torch.randn(
+        num_projections, dim, generator=generator, device=x.device, dtype=x.dtype
+    )
     directions = directions / directions.norm(dim=-1, keepdim=True)
     per_chunk = max(1, max_chunk_elements // (both.shape[0] * both.shape[1]))
     total = torch.zeros(x3.shape[0], dtype=torch.float64, device=x.device)

@@ -1,8 +1,7 @@
 """Activation epilogues shared by the masked-linear kernels (``ACTIVATION`` is a constexpr name)."""
+
 import triton
 import triton.language as tl
-
-ACTIVATIONS = ("none", "relu", "gelu", "silu", "tanh", "elu")
 
 
 @triton.jit

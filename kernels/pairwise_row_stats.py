@@ -1,4 +1,4 @@
-"""Row statistics of the pairwise power sums, attention-style (design doc, section 4).
+"""Row statistics of the pairwise power sums, attention-style (docs/math.md, section 4).
 
 For each batch entry and each row i of X (N, D) against Y (M, D) with weights b (M,):
 
@@ -14,41 +14,43 @@ differences instead (DIRECT). A program owns BLOCK_N rows
 past them: no N x M buffer, no atomics, so results are deterministic. The launcher centres both
 sets on the mean of Y first, so the expansion does not cancel for data far from the origin.
 """
-from __future__ import annotations
 
-import os
+from __future__ import annotations
 
 import torch
 import triton
 import triton.language as tl
 
-from .tiling import accumulation, accumulation_dtype
+from .tiling import accumulation, require_contiguous, row_stats_configs
 
 # Relative rounding floor on r^2 for each dot precision (see module docstring).
 _R2_FLOOR = {"float64": 2.0**-46, "ieee": 2.0**-20, "tf32": 2.0**-10}
 
 
-def _autotune_configs() -> list[triton.Config]:
-    """Tile sizes, declared once. The interpreter gets one small config (it runs on NumPy)."""
-    if os.environ.get("TRITON_INTERPRET", "0") == "1":
-        return [triton.Config({"BLOCK_N": 16, "BLOCK_M": 16}, num_warps=1)]
-    return [
-        triton.Config({"BLOCK_N": bn, "BLOCK_M": bm}, num_warps=w, num_stages=s)
-        for bn, bm, w, s in [
-            (64, 64, 4, 2), (64, 32, 4, 3), (128, 64, 8, 2), (128, 32, 4, 3), (32, 64, 4, 2), (64, 128, 8, 2),
-        ]
-    ]
-
-
-@triton.autotune(configs=_autotune_configs(), key=["n_cols", "dim", "WANT_GRAD", "PRECISION"])
+@triton.autotune(configs=row_stats_configs(), key=["n_cols", "dim", "WANT_GRAD", "PRECISION"])
 @triton.jit
 def _row_stats_kernel(
-    x_ptr, y_ptr, b_ptr, x_sq_ptr, y_sq_ptr, params_ptr, rowsum_ptr, wdiff_ptr,
-    n_rows, n_cols, dim,
-    EXCLUDE_DIAG: tl.constexpr, WANT_GRAD: tl.constexpr, PRECISION: tl.constexpr,
-    ACC: tl.constexpr, DIRECT: tl.constexpr, DIM: tl.constexpr, BLOCK_K: tl.constexpr,
+    x_ptr,
+    y_ptr,
+    b_ptr,
+    x_sq_ptr,
+    y_sq_ptr,
+    params_ptr,
+    rowsum_ptr,
+    wdiff_ptr,
+    n_rows,
+    n_cols,
+    dim,
+    EXCLUDE_DIAG: tl.constexpr,
+    WANT_GRAD: tl.constexpr,
+    PRECISION: tl.constexpr,
+    ACC: tl.constexpr,
+    DIRECT: tl.constexpr,
+    DIM: tl.constexpr,
+    BLOCK_K: tl.constexpr,
     BLOCK_DV: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_M: tl.constexpr,
 ):
     n_row_tiles = tl.cdiv(n_rows, BLOCK_N)
     pid = tl.program_id(0)
@@ -86,10 +88,16 @@ def _row_stats_kernel(
             for k_start in range(0, dim, BLOCK_K):
                 ks = k_start + tl.arange(0, BLOCK_K)
                 k_ok = ks < dim
-                x_tile = tl.load(x_base + rows[:, None] * dim + ks[None, :],
-                                 mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-                y_tile_t = tl.load(y_base + cols[None, :] * dim + ks[:, None],
-                                   mask=k_ok[:, None] & col_ok[None, :], other=0.0)
+                x_tile = tl.load(
+                    x_base + rows[:, None] * dim + ks[None, :],
+                    mask=row_ok[:, None] & k_ok[None, :],
+                    other=0.0,
+                )
+                y_tile_t = tl.load(
+                    y_base + cols[None, :] * dim + ks[:, None],
+                    mask=k_ok[:, None] & col_ok[None, :],
+                    other=0.0,
+                )
                 dots = tl.dot(x_tile, y_tile_t, dots, input_precision=PRECISION, out_dtype=ACC)
             y_sq = tl.load(y_sq_ptr + batch * n_cols + cols, mask=col_ok, other=0.0)
             sq_norms = x_sq[:, None] + y_sq[None, :]
@@ -111,8 +119,11 @@ def _row_stats_kernel(
                     acc_wy += tl.where(dvs[None, :] == k, part[:, None], 0.0)
             else:
                 acc_w += tl.sum(w, axis=1)
-                y_vals = tl.load(y_base + cols[:, None] * dim + dvs[None, :],
-                                 mask=col_ok[:, None] & dv_ok[None, :], other=0.0).to(ACC)
+                y_vals = tl.load(
+                    y_base + cols[:, None] * dim + dvs[None, :],
+                    mask=col_ok[:, None] & dv_ok[None, :],
+                    other=0.0,
+                ).to(ACC)
                 acc_wy = tl.dot(w, y_vals, acc_wy, input_precision=PRECISION, out_dtype=ACC)
 
     if dv_tile == 0:
@@ -121,11 +132,17 @@ def _row_stats_kernel(
         if DIRECT:
             wdiff = acc_wy
         else:
-            x_vals = tl.load(x_base + rows[:, None] * dim + dvs[None, :],
-                             mask=row_ok[:, None] & dv_ok[None, :], other=0.0).to(ACC)
+            x_vals = tl.load(
+                x_base + rows[:, None] * dim + dvs[None, :],
+                mask=row_ok[:, None] & dv_ok[None, :],
+                other=0.0,
+            ).to(ACC)
             wdiff = x_vals * acc_w[:, None] - acc_wy
-        tl.store(wdiff_ptr + batch * n_rows * dim + rows[:, None] * dim + dvs[None, :], wdiff,
-                 mask=row_ok[:, None] & dv_ok[None, :])
+        tl.store(
+            wdiff_ptr + batch * n_rows * dim + rows[:, None] * dim + dvs[None, :],
+            wdiff,
+            mask=row_ok[:, None] & dv_ok[None, :],
+        )
 
 
 # Up to this many features, distances come from exact differences instead of the tl.dot expansion.
@@ -137,22 +154,32 @@ def _feature_block(dim: int) -> int:
 
 
 def row_stats(
-    x: torch.Tensor, y: torch.Tensor, b: torch.Tensor, *, beta: float, exclude_diag: bool,
-    want_grad: bool, precision: str = "ieee",
+    x: torch.Tensor,
+    y: torch.Tensor,
+    b: torch.Tensor,
+    *,
+    beta: float,
+    exclude_diag: bool,
+    want_grad: bool,
+    acc_dtype: torch.dtype,
+    precision: str = "ieee",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the row-statistics kernel.
 
     Args:
-        x: (B, N, D), y: (B, M, D), b: (B, M); fp16/bf16/fp32/fp64, one device.
+        x: (B, N, D), y: (B, M, D), b: (B, M) contiguous; fp16/bf16/fp32/fp64, one device.
+        acc_dtype: the accumulation (and output) dtype, fp32 or fp64.
         precision: ``"ieee"`` or ``"tf32"`` for the fp32 ``tl.dot`` tiles (fp64 is always ieee).
 
     Returns:
-        rowsum (B, N) and wdiff (B, N, D) (or an empty tensor), in fp32 (fp64 for fp64 inputs).
+        rowsum (B, N) and wdiff (B, N, D) (or an empty tensor), in ``acc_dtype``.
     """
-    acc = accumulation_dtype(x.dtype)
-    settings = accumulation(x.dtype, precision)
+    require_contiguous(b=b)
+    acc = acc_dtype
+    settings = accumulation(acc, precision)
     batch, n_rows, dim = x.shape
     n_cols = y.shape[1]
+    # Centring makes new contiguous tensors, so x and y may be any strided view.
     centre = y.to(acc).mean(dim=1, keepdim=True)
     x_centred = (x.to(acc) - centre).to(x.dtype).contiguous()
     y_centred = (y.to(acc) - centre).to(y.dtype).contiguous()
@@ -170,10 +197,10 @@ def row_stats(
         return (batch * triton.cdiv(n_rows, meta["BLOCK_N"]), dv_tiles)
 
     _row_stats_kernel[grid](
-        x_centred, y_centred, b.contiguous(), x_sq, y_sq, params, rowsum, wdiff,
+        x_centred, y_centred, b, x_sq, y_sq, params, rowsum, wdiff,
         n_rows, n_cols, dim,
         EXCLUDE_DIAG=exclude_diag, WANT_GRAD=want_grad, **settings,
         DIRECT=direct, DIM=dim if direct else 0,
         BLOCK_K=_feature_block(dim), BLOCK_DV=block_dv,
-    )
+    )  # fmt: skip
     return rowsum, wdiff

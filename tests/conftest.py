@@ -1,18 +1,10 @@
-"""Test setup: the Triton kernels run under the interpreter on the CPU.
+"""Each test gets a fresh, reproducible seed. Shared helpers live in ``helpers.py`` (nothing is
+imported from here); the interpreter flag for Triton is set by the root ``conftest.py``."""
 
-TRITON_INTERPRET must be set before triton is first imported, hence here, at collection time.
-"""
-import os
 import zlib
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-import energyflow  # noqa: E402
-
-FUSED_BACKENDS = [b for b in ("cpp", "triton") if energyflow.backends()[b].startswith("available")]
+import pytest
+import torch
 
 
 @pytest.fixture(autouse=True)

@@ -1,15 +1,15 @@
 """Energy score, energy distance and the sliced estimator against their defining formulas."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
-from conftest import FUSED_BACKENDS
-from helpers import assert_close_scaled
 
 import energyflow as ef
 from energyflow.functional import sphere_mean_abs_constant
+from helpers import FUSED_BACKENDS, assert_close_scaled
 
 ALL_BACKENDS = FUSED_BACKENDS + ["reference"]
 
@@ -32,7 +32,9 @@ def test_energy_score_formula(backend, beta):
     weights = torch.rand(5, dtype=torch.float64)
     got_mean = ef.energy_score(samples, target, beta=beta, weights=weights, backend=backend)
     assert torch.allclose(got_mean, (weights * want).sum() / weights.sum())
-    assert torch.allclose(ef.energy_score(samples, target, beta=beta, reduction="sum", backend=backend), want.sum())
+    assert torch.allclose(
+        ef.energy_score(samples, target, beta=beta, reduction="sum", backend=backend), want.sum()
+    )
     # one unbatched target
     single = ef.energy_score(samples[0], target[0], beta=beta, reduction="none", backend=backend)
     assert single.shape == () and torch.allclose(single, want[0])
@@ -48,7 +50,9 @@ def test_energy_distance_v_and_u(backend, beta):
     want_v = 2 * dxy.mean() - dxx.mean() - dyy.mean()
     want_u = 2 * dxy.mean() - dxx.sum() / (n * (n - 1)) - dyy.sum() / (m * (m - 1))
     assert torch.allclose(ef.energy_distance(x, y, beta=beta, backend=backend), want_v)
-    assert torch.allclose(ef.energy_distance(x, y, beta=beta, statistic="u", backend=backend), want_u)
+    assert torch.allclose(
+        ef.energy_distance(x, y, beta=beta, statistic="u", backend=backend), want_u
+    )
     no_xx = ef.energy_distance(x, y, beta=beta, include_xx=False, backend=backend)
     assert torch.allclose(no_xx, want_v + dxx.mean())
     # weighted V: weights are normalised
@@ -74,7 +78,9 @@ def test_gradients_flow_to_weights():
     y = torch.randn(4, 2, dtype=torch.float64)
     a = torch.rand(6, dtype=torch.float64, requires_grad=True)
     b = torch.rand(4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, b: ef.energy_distance(x, y, x_weights=a, y_weights=b), (a, b))
+    assert torch.autograd.gradcheck(
+        lambda a, b: ef.energy_distance(x, y, x_weights=a, y_weights=b), (a, b)
+    )
 
 
 def test_sphere_constant():
@@ -83,7 +89,9 @@ def test_sphere_constant():
     # Monte Carlo: E|w.v| = |v| / c_D
     w = torch.randn(200_000, 5, dtype=torch.float64)
     w = w / w.norm(dim=-1, keepdim=True)
-    assert (w[:, 0].abs().mean() * sphere_mean_abs_constant(5)).item() == pytest.approx(1.0, abs=5e-3)
+    assert (w[:, 0].abs().mean() * sphere_mean_abs_constant(5)).item() == pytest.approx(
+        1.0, abs=5e-3
+    )
 
 
 def test_sliced_energy_distance_unbiased_and_variance_shrinks():
@@ -91,14 +99,21 @@ def test_sliced_energy_distance_unbiased_and_variance_shrinks():
     y = torch.randn(30, 4, dtype=torch.float64) * 1.3 + 0.4
     a = torch.rand(40, dtype=torch.float64)
     exact = float(ef.energy_distance(x, y, x_weights=a, backend="reference"))
+
     def draws(num_projections, seeds):
-        return torch.stack([
-            ef.sliced_energy_distance(
-                x, y, x_weights=a, num_projections=num_projections,
-                generator=torch.Generator().manual_seed(seed),
-            )
-            for seed in seeds
-        ])
+        return torch.stack(
+            [
+                ef.sliced_energy_distance(
+                    x,
+                    y,
+                    x_weights=a,
+                    num_projections=num_projections,
+                    generator=torch.Generator().manual_seed(seed),
+                )
+                for seed in seeds
+            ]
+        )
+
     small, large = draws(4, range(400)), draws(64, range(1000, 1400))
     # unbiased: the mean over seeds is within 4 standard errors of the exact value
     for values in (small, large):
@@ -116,36 +131,18 @@ def test_sliced_energy_distance_matches_exact_in_1d_and_is_differentiable():
     got = ef.sliced_energy_distance(x, y, num_projections=3)
     want = ef.energy_distance(x, y, backend="reference")
     assert torch.allclose(got, want)
-    g_got, = torch.autograd.grad(got, x)
-    g_want, = torch.autograd.grad(want, x)
+    (g_got,) = torch.autograd.grad(got, x)
+    (g_want,) = torch.autograd.grad(want, x)
     assert torch.allclose(g_got, g_want)
     # batched with chunked directions gives the same as one chunk
     xb, yb = torch.randn(2, 11, 3), torch.randn(2, 13, 3)
-    one = ef.sliced_energy_distance(xb, yb, num_projections=8, generator=torch.Generator().manual_seed(1))
+    one = ef.sliced_energy_distance(
+        xb, yb, num_projections=8, generator=torch.Generator().manual_seed(1)
+    )
     chunked = ef.sliced_energy_distance(
         xb, yb, num_projections=8, generator=torch.Generator().manual_seed(1), max_chunk_elements=24
     )
     assert one.shape == (2,) and torch.allclose(one, chunked, rtol=1e-5)
-
-
-def test_losses_modules():
-    from energyflow.nn import EnergyDistanceLoss, EnergyScoreLoss
-
-    samples, target = torch.randn(3, 4, 2), torch.randn(3, 2)
-    assert torch.allclose(EnergyScoreLoss()(samples, target), ef.energy_score(samples, target))
-    data, model = torch.randn(10, 2), torch.randn(8, 2, requires_grad=True)
-    loss = EnergyDistanceLoss()(data, model)
-    assert torch.allclose(loss, ef.energy_distance(data, model, include_xx=False))
-    loss.backward()
-    assert model.grad is not None and torch.isfinite(model.grad).all()
-    assert "beta=1.0" in repr(EnergyDistanceLoss())
-
-
-def test_backends_report():
-    report = ef.backends()
-    assert set(report) == {"reference", "cpp", "triton"}
-    assert report["reference"] == "available"
-    assert all(isinstance(v, str) and v for v in report.values())
 
 
 def test_torch_compile_fullgraph():

@@ -8,6 +8,7 @@ Models hold the data standardisation (``loc``, ``scale``) and their constructor 
 ``model.save(path)`` / ``load_model(path)`` restore them whole. Internally they work on
 standardised data; the public methods take and return data in its own units.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,11 +22,12 @@ from energyflow._io import atomic_save
 
 
 class GenerativeModel(nn.Module):
-    """Base class: standardisation, sampling shapes, save/load. Subclasses implement
-    ``_rsample_standardised(z_rows, context_rows)`` and, if they have a density,
-    ``_log_prob_standardised``."""
+    """Base class: standardisation, sampling shapes, save/load. Subclasses set
+    ``noise_features`` (int: noise units per sample), implement
+    ``_rsample_standardised(z_rows, context_rows)`` and, if they have a density, ``log_prob``."""
 
     has_density = False
+    noise_features: int
 
     def __init__(self, features: int, context_features: int, config: dict) -> None:
         super().__init__()
@@ -49,13 +51,12 @@ class GenerativeModel(nn.Module):
         return x * self.scale + self.loc
 
     # sampling ----------------------------------------------------------------------------
-    def noise_features(self) -> int:
-        raise NotImplementedError
-
     def _rsample_standardised(self, z: Tensor, context: Optional[Tensor]) -> Tensor:
         raise NotImplementedError
 
-    def _rows_and_context(self, shape: Sequence[int], context: Optional[Tensor]) -> tuple[tuple[int, ...], Optional[Tensor]]:
+    def _rows_and_context(
+        self, shape: Sequence[int], context: Optional[Tensor]
+    ) -> tuple[tuple[int, ...], Optional[Tensor]]:
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
         if self.context_features == 0:
             if context is not None:
@@ -64,14 +65,21 @@ class GenerativeModel(nn.Module):
         if context is None:
             raise ValueError(f"this model needs a context of {self.context_features} features")
         if context.shape[-1] != self.context_features:
-            raise ValueError(f"context must have {self.context_features} features, got shape {tuple(context.shape)}")
+            raise ValueError(
+                f"context must have {self.context_features} features, got shape "
+                f"{tuple(context.shape)}"
+            )
         lead = shape + tuple(context.shape[:-1])
         return lead, context.expand(*lead, self.context_features).reshape(-1, self.context_features)
 
-    def rsample_standardised(self, shape: Sequence[int] = (), context: Optional[Tensor] = None) -> Tensor:
+    def rsample_standardised(
+        self, shape: Sequence[int] = (), context: Optional[Tensor] = None
+    ) -> Tensor:
         """Differentiable samples in standardised units, (*shape[, B], D)."""
         lead, context_rows = self._rows_and_context(shape, context)
-        z = torch.randn(math.prod(lead), self.noise_features(), device=self.loc.device, dtype=self.loc.dtype)
+        z = torch.randn(
+            math.prod(lead), self.noise_features, device=self.loc.device, dtype=self.loc.dtype
+        )
         return self._rsample_standardised(z, context_rows).reshape(*lead, self.features)
 
     def rsample(self, shape: Sequence[int] = (), context: Optional[Tensor] = None) -> Tensor:
@@ -86,22 +94,28 @@ class GenerativeModel(nn.Module):
     # density -----------------------------------------------------------------------------
     def log_prob(self, x: Tensor, context: Optional[Tensor] = None) -> Tensor:
         raise NotImplementedError(
-            f"{type(self).__name__} is an implicit generator x = G(z): it has no tractable density. "
+            f"{type(self).__name__} is an implicit generator x = G(z): it has no tractable "
+            "density. "
             "Judge it by samples (energy distance, C2ST, MMD) or a KDE estimate "
             "(energyflow.metrics.kde_log_likelihood); BlockAffineFlow has an exact log_prob."
         )
 
     # persistence -------------------------------------------------------------------------
     def save(self, path: os.PathLike) -> None:
-        atomic_save({"class": type(self).__name__, "config": self.config, "state": self.state_dict()}, path)
+        atomic_save(
+            {"class": type(self).__name__, "config": self.config, "state": self.state_dict()}, path
+        )
 
 
 def load_model(path: os.PathLike, map_location: str = "cpu") -> GenerativeModel:
     """Rebuild a model saved with ``model.save(path)`` (config, standardisation and weights)."""
-    from energyflow import models
+    from energyflow.models import MODELS
 
     saved = torch.load(path, map_location=map_location, weights_only=True)
-    cls = getattr(models, saved["class"])
+    classes = {cls.__name__: cls for cls in MODELS.values()}
+    if saved.get("class") not in classes:
+        raise ValueError(f"{path}: not an energyflow model (class {saved.get('class')!r})")
+    cls = classes[saved["class"]]
     model = cls(**saved["config"])
     model.load_state_dict(saved["state"])
     return model

@@ -1,21 +1,23 @@
-"""Block-masked (semi-autoregressive) layers and networks (design doc, section 6).
+"""Block-masked (semi-autoregressive) layers and networks (docs/math.md, section 6).
 
 ``BlockMaskedLinear`` is a linear layer whose units carry levels; ``SemiAutoregressiveMLP``
 stacks them so that output block k depends only on data blocks < k, noise blocks <= k and the
 context, and runs the K sampling steps with cached work (``start`` / ``step``) at the cost of
 one masked forward pass.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
 
-from energyflow.masked import ACTIVATIONS, MASKED_BACKENDS, masked_linear, masked_linear_level, resolve_masked_backend
-from energyflow.masks import Levels, MaskPlan, split_sizes
+from energyflow.ops import dispatch
+from energyflow.ops.mask_plan import Levels, MaskPlan, split_sizes
+from energyflow.ops.masked_linear import ACTIVATIONS, masked_linear, masked_linear_level
 
 
 class BlockMaskedLinear(nn.Module):
@@ -27,18 +29,33 @@ class BlockMaskedLinear(nn.Module):
     The weight is stored dense with its masked entries held at zero (they never get a gradient).
 
     Shapes: x (..., in_features) -> (..., out_features).
+
+    Example:
+        >>> import torch
+        >>> layer = BlockMaskedLinear([0, 0, 1, 1], [1, 1, 2], strict=True, activation="relu")
+        >>> layer(torch.randn(5, 4)).shape
+        torch.Size([5, 3])
+        >>> layer.plan.prefix.tolist()  # level-1 outputs read the level-0 inputs, level 2 all
+        [2, 2, 4]
     """
 
     def __init__(
-        self, in_levels: Levels, out_levels: Levels, *, strict: bool, bias: bool = True,
-        activation: Optional[str] = None, backend: str = "auto",
+        self,
+        in_levels: Levels,
+        out_levels: Levels,
+        *,
+        strict: bool,
+        bias: bool = True,
+        activation: Optional[str] = None,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         activation = activation or "none"
         if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)} or None, got {activation!r}")
-        if backend not in MASKED_BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(map(repr, MASKED_BACKENDS))}; got {backend!r}")
+            raise ValueError(
+                f"activation must be one of {sorted(ACTIVATIONS)} or None, got {activation!r}"
+            )
+        dispatch.check_backend(backend, dispatch.MASKED_BACKENDS)
         self.plan = MaskPlan.build(in_levels, out_levels, strict)
         self.activation = activation
         self.backend = backend
@@ -58,7 +75,7 @@ class BlockMaskedLinear(nn.Module):
         return self.plan.out_features
 
     def reset_parameters(self) -> None:
-        """nn.Linear's uniform init with each row's fan-in = its allowed inputs; masked entries 0."""
+        """nn.Linear's uniform init, each row's fan-in = its allowed inputs; masked entries 0."""
         fan_in = self.plan.prefix.clamp_min(1).double()
         bound = (1.0 / fan_in.sqrt()).to(self.weight.dtype)[:, None]
         with torch.no_grad():
@@ -67,27 +84,49 @@ class BlockMaskedLinear(nn.Module):
                 self.bias.uniform_(-1, 1).mul_(bound[:, 0])
 
     def _backend(self, x: Tensor) -> str:
-        return resolve_masked_backend(self.backend, x.device)
+        return dispatch.resolve_masked(self.backend, x.device)
+
+    def level_rows(self, level: int) -> tuple[int, int]:
+        """(start, end) of the output units at ``level``."""
+        return self.plan.level_rows(level)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] != self.in_features:
-            raise ValueError(f"x must have {self.in_features} features in its last dim, got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"x must have {self.in_features} features in its last dim, got shape "
+                f"{tuple(x.shape)}"
+            )
         return masked_linear(
-            x, self.weight, self.bias, self.plan, prefix=self.prefix, first_out=self.first_out,
-            mask=self.mask, activation=self.activation, backend=self._backend(x),
+            x,
+            self.weight,
+            self.bias,
+            self.plan,
+            prefix=self.prefix,
+            first_out=self.first_out,
+            mask=self.mask,
+            activation=self.activation,
+            backend=self._backend(x),
         )
 
     def forward_level(self, x_prefix: Tensor, level: int) -> Tensor:
-        """Only the outputs at ``level`` from the inputs they read: (M, >= prefix) -> (M, n_level)."""
+        """Only the outputs at ``level``, from the inputs they read: (M, >= prefix) -> (M, n)."""
         return masked_linear_level(
-            x_prefix, self.weight, self.bias, self.plan, level, prefix=self.prefix,
-            activation=self.activation, backend=self._backend(x_prefix),
+            x_prefix,
+            self.weight,
+            self.bias,
+            self.plan,
+            level,
+            prefix=self.prefix,
+            activation=self.activation,
+            backend=self._backend(x_prefix),
         )
 
     def extra_repr(self) -> str:
         return (
-            f"in_features={self.in_features}, out_features={self.out_features}, strict={self.plan.strict}, "
-            f"density={self.plan.density():.3f}, activation={self.activation!r}, backend={self.backend!r}"
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"strict={self.plan.strict}, "
+            f"density={self.plan.density():.3f}, activation={self.activation!r}, "
+            f"backend={self.backend!r}"
         )
 
 
@@ -141,7 +180,7 @@ class SemiAutoregressiveMLP(nn.Module):
     Args:
         features: D, the data features (split into ``blocks``).
         blocks: K (near-equal split) or the list of block sizes summing to ``features``.
-        noise_features: noise units in total (split near-equally over the blocks) or per block.
+        noise_features: noise units in total, split near-equally over the blocks.
         context_features: context units, seen by every output.
         hidden_features: widths of the hidden layers (each >= K), split over the K levels.
         out_multiplier: outputs per feature; the output is (..., features * out_multiplier),
@@ -153,16 +192,34 @@ class SemiAutoregressiveMLP(nn.Module):
     Units are sorted by level internally (inputs: context, then noise_k and data_k for each k),
     so every weight is block lower-triangular and costs about (K+1)/(2K) of a dense layer.
 
-    Cached sampling (design doc, section 6): ``state = net.start(z, context)`` then, for
+    Cached sampling (docs/math.md, section 7): ``state = net.start(z, context)`` then, for
     k = 1..K, ``out_k = net.step(state, x_prev)`` with x_prev the data block k-1 (None at k = 1)
     returns output block k, ``(..., block_k * out_multiplier)``, equal to the same slice of
     ``net(x, z, context)``; each step computes only the level-k units of every layer.
+    ``generate`` runs all K steps.
+
+    Example:
+        >>> import torch
+        >>> net = SemiAutoregressiveMLP(8, 4, noise_features=8, hidden_features=(32, 32))
+        >>> x, z = torch.randn(16, 8), torch.randn(16, 8)
+        >>> net(x, z).shape
+        torch.Size([16, 8])
+        >>> net.generate(z).shape  # K = 4 cached steps, about one masked pass in all
+        torch.Size([16, 8])
     """
 
     def __init__(
-        self, features: int, blocks: Union[int, Sequence[int]], *, noise_features: Union[int, Sequence[int]] = 0,
-        context_features: int = 0, hidden_features: Sequence[int] = (256, 256), out_multiplier: int = 1,
-        activation: str = "relu", residual: bool = False, backend: str = "auto",
+        self,
+        features: int,
+        blocks: Union[int, Sequence[int]],
+        *,
+        noise_features: int = 0,
+        context_features: int = 0,
+        hidden_features: Sequence[int] = (256, 256),
+        out_multiplier: int = 1,
+        activation: str = "relu",
+        residual: bool = False,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
         if features < 1:
@@ -171,19 +228,28 @@ class SemiAutoregressiveMLP(nn.Module):
         if any(size == 0 for size in self.block_sizes):
             raise ValueError(f"blocks must all be non-empty, got sizes {self.block_sizes}")
         k_blocks = len(self.block_sizes)
-        if isinstance(noise_features, int) and not isinstance(noise_features, bool):
-            self.noise_sizes = split_sizes(noise_features, k_blocks, "noise blocks") if noise_features else [0] * k_blocks
-        else:
-            self.noise_sizes = split_sizes(sum(noise_features), list(noise_features), "noise_features")
-            if len(self.noise_sizes) != k_blocks:
-                raise ValueError(f"noise_features lists {len(self.noise_sizes)} blocks but there are {k_blocks}")
+        if (
+            isinstance(noise_features, bool)
+            or not isinstance(noise_features, int)
+            or noise_features < 0
+        ):
+            raise ValueError(f"noise_features must be an int >= 0, got {noise_features!r}")
+        self.noise_sizes = (
+            split_sizes(noise_features, k_blocks, "noise blocks")
+            if noise_features
+            else [0] * k_blocks
+        )
         if context_features < 0 or out_multiplier < 1:
             raise ValueError("context_features must be >= 0 and out_multiplier >= 1")
         if activation not in ACTIVATIONS or activation == "none":
-            raise ValueError(f"activation must be one of relu, gelu, silu, tanh, elu; got {activation!r}")
+            raise ValueError(
+                f"activation must be one of relu, gelu, silu, tanh, elu; got {activation!r}"
+            )
         hidden = [int(h) for h in hidden_features]
         if not hidden or any(h < k_blocks for h in hidden):
-            raise ValueError(f"hidden_features {hidden} must be non-empty with every width >= K = {k_blocks}")
+            raise ValueError(
+                f"hidden_features {hidden} must be non-empty with every width >= K = {k_blocks}"
+            )
         self.features, self.blocks = features, k_blocks
         self.noise_features, self.context_features = sum(self.noise_sizes), context_features
         self.out_multiplier, self.residual = out_multiplier, residual
@@ -199,21 +265,47 @@ class SemiAutoregressiveMLP(nn.Module):
         self.register_buffer("input_order", torch.tensor(order, dtype=torch.long), persistent=False)
 
         def levels_of(width: int) -> list[int]:
-            return [2 * k for k, size in enumerate(split_sizes(width, k_blocks, "levels"), start=1) for _ in range(size)]
+            return [
+                2 * k
+                for k, size in enumerate(split_sizes(width, k_blocks, "levels"), start=1)
+                for _ in range(size)
+            ]
 
-        out_levels = [2 * k for k, d in enumerate(self.block_sizes, start=1) for _ in range(d * out_multiplier)]
+        out_levels = [
+            2 * k
+            for k, d in enumerate(self.block_sizes, start=1)
+            for _ in range(d * out_multiplier)
+        ]
         widths = [levels_of(h) for h in hidden]
-        layers = [BlockMaskedLinear(in_levels, widths[0], strict=True, activation=activation, backend=backend)]
+        layers = [
+            BlockMaskedLinear(
+                in_levels, widths[0], strict=True, activation=activation, backend=backend
+            )
+        ]
         for before, after in zip(widths[:-1], widths[1:]):
-            layers.append(BlockMaskedLinear(before, after, strict=False, activation=activation, backend=backend))
-        layers.append(BlockMaskedLinear(widths[-1], out_levels, strict=False, activation=None, backend=backend))
+            layers.append(
+                BlockMaskedLinear(
+                    before, after, strict=False, activation=activation, backend=backend
+                )
+            )
+        layers.append(
+            BlockMaskedLinear(
+                widths[-1], out_levels, strict=False, activation=None, backend=backend
+            )
+        )
         self.layers = nn.ModuleList(layers)
 
     def _is_residual(self, index: int) -> bool:
         layer = self.layers[index]
-        return self.residual and 0 < index < len(self.layers) - 1 and layer.in_features == layer.out_features
+        return (
+            self.residual
+            and 0 < index < len(self.layers) - 1
+            and layer.in_features == layer.out_features
+        )
 
-    def _check(self, name: str, tensor: Optional[Tensor], width: int, lead: Optional[torch.Size]) -> None:
+    def _check(
+        self, name: str, tensor: Optional[Tensor], width: int, lead: Optional[torch.Size]
+    ) -> None:
         if width == 0:
             if tensor is not None and tensor.shape[-1] != 0:
                 raise ValueError(f"{name} was given but the network has no {name} features")
@@ -221,11 +313,18 @@ class SemiAutoregressiveMLP(nn.Module):
         if tensor is None:
             raise ValueError(f"{name} is required: the network has {width} {name} features")
         if tensor.shape[-1] != width:
-            raise ValueError(f"{name} must have {width} features in its last dim, got shape {tuple(tensor.shape)}")
+            raise ValueError(
+                f"{name} must have {width} features in its last dim, got shape "
+                f"{tuple(tensor.shape)}"
+            )
         if lead is not None and tensor.shape[:-1] != lead:
-            raise ValueError(f"{name} has leading shape {tuple(tensor.shape[:-1])}, expected {tuple(lead)}")
+            raise ValueError(
+                f"{name} has leading shape {tuple(tensor.shape[:-1])}, expected {tuple(lead)}"
+            )
 
-    def forward(self, x: Tensor, z: Optional[Tensor] = None, context: Optional[Tensor] = None) -> Tensor:
+    def forward(
+        self, x: Tensor, z: Optional[Tensor] = None, context: Optional[Tensor] = None
+    ) -> Tensor:
         """x (..., features), z (..., noise_features), context (..., context_features) ->
         (..., features * out_multiplier)."""
         self._check("x", x, self.features, None)
@@ -237,17 +336,26 @@ class SemiAutoregressiveMLP(nn.Module):
             h = h + layer(h) if self._is_residual(index) else layer(h)
         return h
 
-    def start(self, z: Optional[Tensor] = None, context: Optional[Tensor] = None, *, batch_shape=None) -> SteppingState:
+    def start(
+        self, z: Optional[Tensor] = None, context: Optional[Tensor] = None, *, batch_shape=None
+    ) -> SteppingState:
         """Begin cached K-step generation from the noise and context (``batch_shape`` when the
         network has neither)."""
-        lead = z.shape[:-1] if z is not None else context.shape[:-1] if context is not None else torch.Size(batch_shape or ())
+        lead = (
+            z.shape[:-1]
+            if z is not None
+            else context.shape[:-1]
+            if context is not None
+            else torch.Size(batch_shape or ())
+        )
         self._check("z", z, self.noise_features, lead)
         self._check("context", context, self.context_features, lead)
         reference = next(self.parameters())
         rows = math.prod(lead)
         noise = z.reshape(rows, -1) if self.noise_features else reference.new_zeros(rows, 0)
         differentiable = torch.is_grad_enabled() and (
-            reference.requires_grad or (z is not None and z.requires_grad)
+            reference.requires_grad
+            or (z is not None and z.requires_grad)
             or (context is not None and context.requires_grad)
         )
         widths = [self.layers[0].in_features] + [layer.out_features for layer in self.layers]
@@ -272,10 +380,52 @@ class SemiAutoregressiveMLP(nn.Module):
         for index, layer in enumerate(self.layers):
             new = layer.forward_level(below, 2 * k)
             if self._is_residual(index):
-                start, end = layer.plan.level_rows(2 * k)
+                start, end = layer.level_rows(2 * k)
                 new = new + below[:, start:end]
             cache = state.caches[index + 1]
             cache.append(new)
             below = cache.prefix()
         state.next_block = k + 1
         return new.reshape(*state.lead, -1)
+
+    def generate(
+        self,
+        z: Optional[Tensor] = None,
+        context: Optional[Tensor] = None,
+        *,
+        batch_shape: Optional[Sequence[int]] = None,
+        feedback: Optional[Callable[[int, Tensor], Tensor]] = None,
+    ) -> Tensor:
+        """All K blocks by cached stepping, each step fed the data block the previous one made.
+
+        ``feedback(k, out_k)`` turns the network's output block k (0-based, ``(..., d_k *
+        out_multiplier)``) into data block k ``(..., d_k)``, the input of step k + 1; by default
+        the output block is the data block (a generator, ``out_multiplier = 1``). A flow passes
+        ``x_k = shift_k + scale_k * u_k``. Costs about one masked forward pass in all.
+
+        Returns:
+            the data blocks concatenated, ``(..., features)``.
+
+        Example:
+            >>> net = SemiAutoregressiveMLP(6, 3, noise_features=6, hidden_features=(12,))
+            >>> z = torch.randn(5, 6)
+            >>> x = net.generate(z)
+            >>> torch.allclose(net(x, z), x, atol=1e-6)  # a fixed point of the full network
+            True
+        """
+        if feedback is None and self.out_multiplier != 1:
+            raise ValueError("generate needs feedback= when out_multiplier > 1")
+        state = self.start(z, context, batch_shape=batch_shape)
+        blocks: list[Tensor] = []
+        for k in range(self.blocks):
+            out = self.step(state, blocks[-1] if blocks else None)
+            blocks.append(out if feedback is None else feedback(k, out))
+        return torch.cat(blocks, dim=-1)
+
+    def zero_output_layer(self) -> None:
+        """Set the output layer's weight and bias to 0 (a flow then starts at the identity map)."""
+        output = self.layers[-1]
+        with torch.no_grad():
+            output.weight.zero_()
+            if output.bias is not None:
+                output.bias.zero_()

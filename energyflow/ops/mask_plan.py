@@ -1,4 +1,4 @@
-"""Block masks from unit levels (design doc, section 6).
+"""Block masks from unit levels (docs/math.md, section 6).
 
 A masked layer's input and output units carry non-decreasing integer levels; input ``i`` may feed
 output ``o`` iff ``level_in[i] < level_out[o]`` (strict) or ``<=`` (not strict). Because levels
@@ -10,6 +10,7 @@ outputs a *suffix* of the outputs, so the weight matrix is block lower-triangula
 
 Kernels iterate only over those prefixes/suffixes; ``MaskPlan`` holds them once per layer.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,14 +26,18 @@ def as_levels(name: str, levels: Levels) -> Tensor:
     """A 1-D int64 tensor of non-decreasing levels, or a ValueError naming ``name``."""
     tensor = torch.as_tensor(levels)
     if tensor.dim() != 1 or tensor.numel() == 0:
-        raise ValueError(f"{name} must be a non-empty 1-D sequence of integer levels, got shape {tuple(tensor.shape)}")
+        raise ValueError(
+            f"{name} must be a non-empty 1-D sequence of integer levels, got shape "
+            f"{tuple(tensor.shape)}"
+        )
     if tensor.is_floating_point() or tensor.dtype == torch.bool:
         raise ValueError(f"{name} must hold integers, got dtype {tensor.dtype}")
     tensor = tensor.to(torch.int64)
     if bool((tensor[1:] < tensor[:-1]).any()):
         position = int(torch.nonzero(tensor[1:] < tensor[:-1])[0]) + 1
         raise ValueError(
-            f"{name} must be non-decreasing (sort the units by level); level {int(tensor[position])} at "
+            f"{name} must be non-decreasing (sort the units by level); level "
+            f"{int(tensor[position])} at "
             f"index {position} follows {int(tensor[position - 1])}"
         )
     return tensor
@@ -65,6 +70,14 @@ class MaskPlan:
         out_groups: ``(start, end, prefix)`` per run of equal output levels.
         tiles: rectangles ``(row_start, row_end, col_start, col_end)`` that exactly cover the
             allowed entries, large ones first-class (see ``staircase_tiles``).
+        flat_tiles: ``tiles`` flattened to one list (4 ints per rectangle), as custom ops take it.
+
+    Example:
+        >>> plan = MaskPlan.build([0, 0, 1, 2], [1, 2, 3], strict=True)
+        >>> plan.prefix.tolist(), plan.first_out.tolist()
+        ([2, 3, 4], [0, 0, 1, 2])
+        >>> plan.mask().tolist()
+        [[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0]]
     """
 
     in_levels: Tensor
@@ -74,6 +87,7 @@ class MaskPlan:
     first_out: Tensor
     out_groups: tuple[tuple[int, int, int], ...]
     tiles: tuple[tuple[int, int, int, int], ...]
+    flat_tiles: list[int]
 
     @staticmethod
     def build(in_levels: Levels, out_levels: Levels, strict: bool) -> "MaskPlan":
@@ -82,10 +96,16 @@ class MaskPlan:
         prefix = torch.searchsorted(ins, outs, right=not strict)
         first_out = torch.searchsorted(prefix, torch.arange(len(ins)), right=True)
         out_groups = tuple((s, e, int(prefix[s])) for s, e in _runs(outs))
+        tiles = staircase_tiles(out_groups)
         return MaskPlan(
-            in_levels=ins, out_levels=outs, strict=strict,
-            prefix=prefix.to(torch.int32), first_out=first_out.to(torch.int32),
-            out_groups=out_groups, tiles=staircase_tiles(out_groups),
+            in_levels=ins,
+            out_levels=outs,
+            strict=strict,
+            prefix=prefix.to(torch.int32),
+            first_out=first_out.to(torch.int32),
+            out_groups=out_groups,
+            tiles=tiles,
+            flat_tiles=[bound for tile in tiles for bound in tile],
         )
 
     @property
@@ -111,7 +131,9 @@ class MaskPlan:
         return start, end
 
 
-def staircase_tiles(out_groups: Sequence[tuple[int, int, int]]) -> tuple[tuple[int, int, int, int], ...]:
+def staircase_tiles(
+    out_groups: Sequence[tuple[int, int, int]],
+) -> tuple[tuple[int, int, int, int], ...]:
     """Cover the staircase {(o, i): i < prefix[o]} with few, large rectangles.
 
     Balanced recursion over the output groups (like a triangular matrix product): the second

@@ -1,17 +1,26 @@
 """Every fused backend against the pure-PyTorch reference: values and gradients."""
+
 from __future__ import annotations
 
 import pytest
 import torch
-from conftest import FUSED_BACKENDS
-from helpers import assert_close_scaled
 
 import energyflow as ef
+from helpers import FUSED_BACKENDS, assert_close_scaled
 
 BETAS = [0.3, 0.5, 1.0, 1.5, 2.0]
 # (N, M, D): every size of the spec (N or M in 1, 2, 3, 17, 257; D in 1, 3, 64, 300) appears,
 # with tile-straddling, non-power-of-two combinations.
-SHAPES_CPP = [(1, 1, 1), (2, 3, 3), (3, 17, 64), (17, 257, 300), (257, 2, 1), (257, 257, 3), (1, 257, 64), (17, 1, 300)]
+SHAPES_CPP = [
+    (1, 1, 1),
+    (2, 3, 3),
+    (3, 17, 64),
+    (17, 257, 300),
+    (257, 2, 1),
+    (257, 257, 3),
+    (1, 257, 64),
+    (17, 1, 300),
+]
 # The interpreter runs each program on NumPy: smaller sets, same odd sizes.
 SHAPES_TRITON = [(1, 1, 1), (2, 3, 3), (3, 17, 64), (17, 2, 300), (20, 17, 1), (1, 33, 64)]
 RTOL = {torch.float64: 1e-10, torch.float32: 2e-4}
@@ -72,17 +81,27 @@ def test_large_offset_translation_invariance(backend):
 def test_exact_duplicates_have_finite_subgradient_zero(backend, beta):
     base = torch.randn(6, 3, dtype=torch.float64)
     x = torch.cat([base, base[:2]]).requires_grad_()  # duplicates within x
-    y = torch.cat([base[2:5], torch.randn(4, 3, dtype=torch.float64)]).requires_grad_()  # and across
+    y = torch.cat(
+        [base[2:5], torch.randn(4, 3, dtype=torch.float64)]
+    ).requires_grad_()  # and across
+
     def loss(be):
-        return ef.pairwise_power_sum(x, y, beta=beta, backend=be) + ef.pairwise_power_sum(x, beta=beta, backend=be)
+        return ef.pairwise_power_sum(x, y, beta=beta, backend=be) + ef.pairwise_power_sum(
+            x, beta=beta, backend=be
+        )
+
     got = torch.autograd.grad(loss(backend), [x, y])
     # subgradient-0 reference computed by hand: sum of beta r^(beta-2) (x_i - y_j) over r > 0 only
     diff_xy = x[:, None] - y[None]
     diff_xx = x[:, None] - x[None]
+
     def weight(diff):
         r = diff.norm(dim=-1)
         return torch.where(r > 0, beta * r.clamp_min(1e-300) ** (beta - 2), torch.zeros_like(r))
-    want_x = (weight(diff_xy)[..., None] * diff_xy).sum(1) + 2 * (weight(diff_xx)[..., None] * diff_xx).sum(1)
+
+    want_x = (weight(diff_xy)[..., None] * diff_xy).sum(1) + 2 * (
+        weight(diff_xx)[..., None] * diff_xx
+    ).sum(1)
     want_y = -(weight(diff_xy)[..., None] * diff_xy).sum(0)
     for g, w in zip(got, (want_x, want_y)):
         assert_close_scaled(g, w.detach(), 1e-9, backend)
@@ -91,14 +110,18 @@ def test_exact_duplicates_have_finite_subgradient_zero(backend, beta):
 @pytest.mark.parametrize("backend", FUSED_BACKENDS + ["reference"])
 def test_gradcheck_fp64(backend):
     # The interpreter is slow: one small unbatched case for triton, batched ones elsewhere.
-    lead, (n, m, d), betas = ((), (3, 2, 2), (0.7,)) if backend == "triton" else ((2,), (9, 7, 3), (0.5, 1.0, 1.7))
+    lead, (n, m, d), betas = (
+        ((), (3, 2, 2), (0.7,)) if backend == "triton" else ((2,), (9, 7, 3), (0.5, 1.0, 1.7))
+    )
     x = torch.randn(*lead, n, d, dtype=torch.float64, requires_grad=True)
     y = torch.randn(*lead, m, d, dtype=torch.float64, requires_grad=True)
     a = (torch.rand(*lead, n, dtype=torch.float64) + 0.5).requires_grad_()
     b = (torch.rand(*lead, m, dtype=torch.float64) + 0.5).requires_grad_()
     for beta in betas:
         assert torch.autograd.gradcheck(
-            lambda x, y, a, b: ef.pairwise_power_sum(x, y, beta=beta, x_weights=a, y_weights=b, backend=backend),
+            lambda x, y, a, b: ef.pairwise_power_sum(
+                x, y, beta=beta, x_weights=a, y_weights=b, backend=backend
+            ),
             (x, y, a, b),
         )
         assert torch.autograd.gradcheck(

@@ -1,4 +1,5 @@
 """Pictures of samples: scatter for 2-D, image grids for images, pair plots otherwise."""
+
 from __future__ import annotations
 
 import io
@@ -19,8 +20,12 @@ def _pyplot():
     return plt
 
 
-def samples_figure(samples: np.ndarray, data: np.ndarray, image_shape: Optional[tuple[int, int]] = None,
-                   title: str = "model samples"):
+def samples_figure(
+    samples: np.ndarray,
+    data: np.ndarray,
+    image_shape: Optional[tuple[int, int]] = None,
+    title: str = "model samples",
+):
     """A matplotlib figure comparing model samples with data."""
     plt = _pyplot()
     if image_shape is not None:
@@ -32,7 +37,9 @@ def samples_figure(samples: np.ndarray, data: np.ndarray, image_shape: Optional[
                 ax.axis("off")
                 if c == cols:
                     continue
-                source, index = (data, r * cols + c) if c < cols else (samples, r * cols + c - cols - 1)
+                source, index = (
+                    (data, r * cols + c) if c < cols else (samples, r * cols + c - cols - 1)
+                )
                 if index < len(source):
                     ax.imshow(source[index].reshape(image_shape), cmap="gray_r", vmin=0, vmax=1)
         fig.suptitle(f"data (left) vs {title} (right)")
@@ -41,7 +48,12 @@ def samples_figure(samples: np.ndarray, data: np.ndarray, image_shape: Optional[
     if dims <= 2:
         fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
         for ax, points, name in ((axes[0], data, "data"), (axes[1], samples, title)):
-            ax.scatter(points[:, 0], points[:, 1] if points.shape[1] > 1 else np.zeros(len(points)), s=2, alpha=0.5)
+            ax.scatter(
+                points[:, 0],
+                points[:, 1] if points.shape[1] > 1 else np.zeros(len(points)),
+                s=2,
+                alpha=0.5,
+            )
             ax.set_title(name)
             ax.set_aspect("equal")
         return fig
@@ -60,7 +72,13 @@ def samples_figure(samples: np.ndarray, data: np.ndarray, image_shape: Optional[
     return fig
 
 
-def save_samples_png(path: Path, samples: np.ndarray, data: np.ndarray, image_shape=None, title: str = "model samples") -> None:
+def save_samples_png(
+    path: Path,
+    samples: np.ndarray,
+    data: np.ndarray,
+    image_shape=None,
+    title: str = "model samples",
+) -> None:
     plt = _pyplot()
     fig = samples_figure(samples, data, image_shape, title)
     fig.tight_layout()

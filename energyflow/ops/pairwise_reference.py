@@ -1,10 +1,11 @@
-"""Pure-PyTorch reference of the pairwise power sums (design doc, section 4).
+"""Pure-PyTorch reference of the pairwise power sums (docs/math.md, section 4).
 
 These define what is correct: every fused backend is tested against them. They build the full
 (B, N, M) distance matrix with exact differences (``torch.cdist`` without the matrix-product
 shortcut), so duplicates give r = 0 exactly, and take ``r**beta`` with the subgradient 0 at r = 0
 (a double ``where`` keeps the gradient finite there). Gradients come from torch autograd.
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,14 +22,18 @@ def _distances(x: Tensor, y: Tensor) -> Tensor:
 def _power(r: Tensor, beta: float) -> Tensor:
     """r**beta with value and gradient 0 where r == 0."""
     positive = r > 0
-    return torch.where(positive, torch.where(positive, r, torch.ones_like(r)) ** beta, torch.zeros_like(r))
+    return torch.where(
+        positive, torch.where(positive, r, torch.ones_like(r)) ** beta, torch.zeros_like(r)
+    )
 
 
 def _upcast(*tensors: Tensor) -> list[Tensor]:
     return [t.float() if t.dtype in _HALF else t for t in tensors]
 
 
-def cross_power_sum(x: Tensor, y: Tensor, x_weights: Tensor, y_weights: Tensor, beta: float) -> Tensor:
+def cross_power_sum(
+    x: Tensor, y: Tensor, x_weights: Tensor, y_weights: Tensor, beta: float
+) -> Tensor:
     """S(X, Y; a, b) = sum_ij a_i b_j ||x_i - y_j||^beta.
 
     x (B, N, D), y (B, M, D), x_weights a (B, N), y_weights b (B, M) -> (B,)

@@ -1,0 +1,118 @@
+"""Block-masked linear ops: every fused path against the reference, gradients, half inputs,
+level slices, activation derivatives and torch.compile."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from energyflow.nn import BlockMaskedLinear
+from energyflow.ops.masked_linear import ACTIVATIONS, activation_derivative
+from helpers import FUSED_BACKENDS, assert_close_scaled, levels
+
+PATHS = ["blocked"] + (["triton"] if "triton" in FUSED_BACKENDS else [])
+ACTS = [None, "relu", "gelu", "silu", "tanh", "elu"]
+
+
+@pytest.mark.parametrize("backend", PATHS)
+@pytest.mark.parametrize("activation", ACTS)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(
+    "in_sizes, out_sizes",
+    [
+        ([3, 17, 1, 20], [5, 2, 19, 11]),  # uneven levels, tiles straddling the 16-wide tiles
+        ([2, 3], [4, 5]),  # strict: one rectangle that covers only the level-1 rows
+    ],
+)
+def test_layer_paths_match_reference(backend, activation, dtype, in_sizes, out_sizes):
+    in_levels, out_levels = levels(in_sizes), levels(out_sizes)
+    for strict in (True, False):
+        layer = BlockMaskedLinear(in_levels, out_levels, strict=strict, activation=activation).to(
+            dtype
+        )
+        with torch.no_grad():  # garbage in the masked entries must not leak into any path
+            layer.weight += 3.0 * (1 - layer.plan.mask(dtype))
+        x = torch.randn(2, 19, len(in_levels), dtype=dtype, requires_grad=True)
+        seed = torch.randn(2, 19, len(out_levels), dtype=dtype)
+        results = {}
+        for path in ("reference", backend):
+            layer.backend = path
+            out = layer(x)
+            grads = torch.autograd.grad((out * seed).sum(), [x, layer.weight, layer.bias])
+            results[path] = [out, *grads]
+        rtol = 1e-12 if dtype == torch.float64 else 1e-5
+        for name, got, want in zip(
+            ["out", "x", "weight", "bias"], results[backend], results["reference"]
+        ):
+            assert_close_scaled(got.detach(), want.detach(), rtol, f"{backend} {name}")
+        masked = layer.plan.mask() == 0
+        assert (results[backend][2][masked] == 0).all(), "masked weights got gradient"
+
+
+@pytest.mark.parametrize("backend", ["blocked", "reference"] + PATHS[1:])
+@pytest.mark.parametrize("activation", ["tanh", "gelu", "silu", "elu", None])
+def test_layer_gradcheck(backend, activation):
+    layer = BlockMaskedLinear(
+        levels([2, 3, 2]), levels([1, 3, 2, 2]), strict=True, activation=activation, backend=backend
+    ).double()
+    x = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda x, w, b: _functional(layer, x, w, b), (x, layer.weight, layer.bias)
+    )
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_activation_derivative_matches_autograd(name):
+    z = torch.linspace(-4, 4, 101, dtype=torch.float64).requires_grad_()
+    (want,) = torch.autograd.grad(ACTIVATIONS[name](z).sum(), z)
+    assert_close_scaled(activation_derivative(name, z.detach()), want, 1e-12, name)
+
+
+def test_masked_layer_compiles_fullgraph():
+    """The fused masked path is a custom op with a fake kernel, like the pairwise ops."""
+    layer = BlockMaskedLinear(levels([3, 4]), levels([2, 5]), strict=False, activation="silu")
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    x = torch.randn(6, 7, requires_grad=True)
+    got = compiled(x)
+    (got_grad,) = torch.autograd.grad(got.sum(), x)
+    want = layer(x)
+    (want_grad,) = torch.autograd.grad(want.sum(), x)
+    assert_close_scaled(got, want, 1e-6, "value")
+    assert_close_scaled(got_grad, want_grad, 1e-6, "grad")
+
+
+def _functional(layer, x, w, b):
+    return torch.func.functional_call(layer, {"weight": w, "bias": b}, (x,))
+
+
+@pytest.mark.skipif("triton" not in FUSED_BACKENDS, reason="triton not available")
+@pytest.mark.parametrize("dtype", [torch.float16])
+def test_triton_layer_half_inputs_accumulate_in_fp32(dtype):
+    """fp16 only on the CPU: the Triton interpreter's bf16 tl.dot is wrong (a 16 x 16 bf16
+    product came out 2.7e10 off with triton 3.9), so bf16 is checked by gpu_check.sh instead."""
+    layer = BlockMaskedLinear(
+        levels([5, 12]), levels([3, 9, 6]), strict=True, activation="gelu", backend="triton"
+    )
+    x = torch.randn(21, 17)
+    ref_out = layer(x.to(dtype).float())  # triton on fp32 copies of the rounded inputs
+    half = layer.to(dtype)
+    xh = x.to(dtype).requires_grad_()
+    out = half(xh)
+    assert out.dtype == dtype
+    assert_close_scaled(out.float(), ref_out.detach(), 2e-2, "half forward")
+    (grad,) = torch.autograd.grad(out.float().sum(), xh)
+    assert grad.dtype == dtype and torch.isfinite(grad.float()).all()
+
+
+@pytest.mark.skipif("triton" not in FUSED_BACKENDS, reason="triton not available")
+def test_triton_level_slice_launch():
+    layer = BlockMaskedLinear(
+        levels([4, 4, 4]), levels([5, 6, 7]), strict=False, activation="silu", backend="triton"
+    ).double()
+    x = torch.randn(9, 12, dtype=torch.float64)
+    with torch.no_grad():
+        full = layer(x)
+        for level in range(3):
+            start, end = layer.plan.level_rows(level)
+            sliced = layer.forward_level(x[:, : int(layer.plan.prefix[end - 1])], level)
+            assert_close_scaled(sliced, full[:, start:end], 1e-12, f"level {level}")
