@@ -29,6 +29,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
+	$(PY) -m pip install -q geomloss pykeops  # benchmark-only baselines (KeOps runs on the CPU)
 	cd benchmarks && ../$(PY) bench_energy.py && ../$(PY) bench_masked.py
 
 study: $(STAMP)

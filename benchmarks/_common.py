@@ -95,31 +95,39 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_call(fn: Callable[[], None], device: str, repeats: int) -> tuple[float, int]:
-    """Median seconds over ``repeats`` after one warm-up call, and the warm-up's extra peak bytes.
+def measure(
+    calls: dict[str, Callable[[], None]], device: str, repeats: int
+) -> dict[str, tuple[float, int]]:
+    """(median seconds, extra peak bytes) of each call.
 
-    With ``repeats=0`` (large problems, where a call takes seconds) the warm-up call is timed.
+    Each call runs once first (a warm-up, with its extra peak memory measured); then the calls
+    are timed in turn (A, B, A, B, ...) ``repeats`` times, so that drifts of a shared machine hit
+    all of them alike and their ratios stay meaningful. With ``repeats=0`` (problems where one
+    call takes many seconds) the warm-up call is the timing.
     """
-    start = time.perf_counter()
-    with PeakMemory(device) as peak:
-        fn()
+    peaks, first = {}, {}
+    for name, fn in calls.items():
         _sync(device)
-    times = [time.perf_counter() - start] if repeats == 0 else []
-    for _ in range(repeats):
         start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), peak.extra
+        with PeakMemory(device) as peak:
+            fn()
+            _sync(device)
+        first[name] = time.perf_counter() - start
+        peaks[name] = peak.extra
+    if repeats == 0:
+        return {name: (first[name], peaks[name]) for name in calls}
+    medians = interleaved_medians(calls, device, repeats, warm_up=False)
+    return {name: (medians[name], peaks[name]) for name in calls}
 
 
 def interleaved_medians(
-    calls: dict[str, Callable[[], None]], device: str, repeats: int
+    calls: dict[str, Callable[[], None]], device: str, repeats: int, warm_up: bool = True
 ) -> dict[str, float]:
     """Median seconds of each call, timed in turn (A, B, A, B, ...) after one warm-up each, so
     that drifts of a shared machine hit all of them alike and their ratios stay meaningful."""
-    for fn in calls.values():
-        fn()
+    if warm_up:
+        for fn in calls.values():
+            fn()
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
         for name, fn in calls.items():

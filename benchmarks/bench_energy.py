@@ -1,17 +1,28 @@
-"""Forward+backward energy distance: fused backends against the cdist baseline, in one run.
+"""Fused energy losses against what a user would write instead, timed in one run.
 
-For each (N = M, D) of the grid, times ``energy_distance(x, y).backward()`` (both sets require
-grad; median of repeats after a warm-up) and measures the extra peak memory of one call, for the
-fused backend of the device (C++ on CPU, Triton on CUDA) and for the baselines: the
-``torch.cdist`` reference (``backend="reference"``) and, when installed, KeOps and GeomLoss.
-Baselines whose N x M matrices would not fit the memory budget are skipped and say so. Also
-times ``sliced_energy_distance`` at N = M = 10^6, D = 16, L = 64.
+1. ``energy_distance`` forward+backward, N = M, for two set-ups: ``train`` (only the model
+   samples y require grad, as in training) and ``both`` (x and y require grad). Rows:
+
+   - ``energyflow``: ``ef.energy_distance(x, y)`` (C++ on CPU, Triton on CUDA);
+   - ``plain torch``: ``2*cdist(x,y).mean() - cdist(x,x).mean() - cdist(y,y).mean()`` with
+     torch's default ``cdist`` (the headline baseline: what a user writes in three lines);
+   - ``reference (exact differences)``: energyflow's own oracle, ``backend="reference"``;
+   - ``keops``: the same three means with ``pykeops`` LazyTensors (no N x M buffer);
+   - ``geomloss``: ``SamplesLoss("energy")`` (computes ED / 2; tensorized backend).
+
+   Baselines whose N x M matrices exceed the memory budget, or that would take minutes, are
+   skipped and say so. Speedup = baseline seconds / energyflow seconds, measured in the same
+   run with interleaved repeats.
+2. ``energy_score`` forward+backward (samples require grad), B targets with m samples each, D
+   features, against the broadcast ``(B, m, m, D)`` version of the paper's code.
+3. beta = 0.7 against beta = 1 (the general power against the square root), and
+   ``sliced_energy_distance`` at N = M = 10^6.
 
 Writes ``benchmarks/results/<name>.json`` and ``.md`` (with the machine description) and prints
-the markdown table.
+the markdown tables.
 
-    python benchmarks/bench_energy.py                # CPU grid of the README
-    python benchmarks/bench_energy.py --device cuda  # Triton vs cdist on a GPU
+    python benchmarks/bench_energy.py                # the CPU grid of the README
+    python benchmarks/bench_energy.py --device cuda  # Triton on a GPU
 """
 
 from __future__ import annotations
@@ -23,35 +34,53 @@ from typing import Callable, Optional
 import torch
 
 import energyflow as ef
-from _common import RESULTS, machine_description, time_call
+from _common import RESULTS, machine_description, measure
+
+Step = Callable[[], None]
+FUSED = "energyflow"
+PLAIN = "plain torch"
 
 
-def energy_step(backend: str, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+def _zero_grads(*tensors: torch.Tensor) -> None:
+    for t in tensors:
+        t.grad = None
+
+
+def fused_step(x: torch.Tensor, y: torch.Tensor, beta: float = 1.0, backend: str = "auto") -> Step:
     def step() -> None:
-        x.grad = y.grad = None
-        ef.energy_distance(x, y, backend=backend).backward()
+        _zero_grads(x, y)
+        ef.energy_distance(x, y, beta=beta, backend=backend).backward()
 
     return step
 
 
-def keops_step(x: torch.Tensor, y: torch.Tensor) -> Optional[Callable[[], None]]:
+def plain_torch_step(x: torch.Tensor, y: torch.Tensor) -> Step:
+    def step() -> None:
+        _zero_grads(x, y)
+        loss = 2 * torch.cdist(x, y).mean() - torch.cdist(x, x).mean() - torch.cdist(y, y).mean()
+        loss.backward()
+
+    return step
+
+
+def keops_step(x: torch.Tensor, y: torch.Tensor) -> Optional[Step]:
     try:
         from pykeops.torch import LazyTensor
     except ImportError:
         return None
 
-    def term(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    def mean_distance(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
         d2 = ((LazyTensor(p[:, None, :]) - LazyTensor(q[None, :, :])) ** 2).sum(-1)
         return d2.sqrt().sum(1).sum() / (p.shape[0] * q.shape[0])
 
     def step() -> None:
-        x.grad = y.grad = None
-        (2 * term(x, y) - term(x, x) - term(y, y)).backward()
+        _zero_grads(x, y)
+        (2 * mean_distance(x, y) - mean_distance(x, x) - mean_distance(y, y)).backward()
 
     return step
 
 
-def geomloss_step(x: torch.Tensor, y: torch.Tensor) -> Optional[Callable[[], None]]:
+def geomloss_step(x: torch.Tensor, y: torch.Tensor) -> Optional[Step]:
     try:
         from geomloss import SamplesLoss
     except ImportError:
@@ -59,102 +88,214 @@ def geomloss_step(x: torch.Tensor, y: torch.Tensor) -> Optional[Callable[[], Non
     loss = SamplesLoss("energy")
 
     def step() -> None:
-        x.grad = y.grad = None
+        _zero_grads(x, y)
         loss(x, y).backward()
 
     return step
 
 
-def run_grid(
-    device: str, sizes: list[int], dims: list[int], repeats: int, matrix_budget: float
+REFERENCE = "reference (exact differences)"
+BASELINES = (PLAIN, REFERENCE, "keops", "geomloss")
+
+
+def baseline_step(name: str, x: torch.Tensor, y: torch.Tensor) -> Optional[Step]:
+    """The step of baseline ``name`` (None where its library is not installed)."""
+    if name == PLAIN:
+        return plain_torch_step(x, y)
+    if name == REFERENCE:
+        return fused_step(x, y, backend="reference")
+    return keops_step(x, y) if name == "keops" else geomloss_step(x, y)
+
+
+def distance_rows(
+    device: str, sizes: list[int], dims: list[int], repeats: int, budget: float, slow_limit: int
 ) -> list[dict]:
-    fused = "triton" if device == "cuda" else "cpp"
     rows = []
     for n in sizes:
         for d in dims:
-            x = torch.randn(n, d, device=device, requires_grad=True)
-            y = (torch.randn(n, d, device=device) * 1.2 + 0.3).requires_grad_()
-            reps = repeats if n <= 4096 else 0
-            # the reference holds a few N x M fp32 matrices per term at once
-            matrix_bytes = 4.0 * n * n * 4
-            candidates: list[tuple[str, Optional[Callable[[], None]], str]] = [
-                (fused, energy_step(fused, x, y), ""),
-            ]
-            if matrix_bytes <= matrix_budget:
-                candidates.append(("cdist reference", energy_step("reference", x, y), ""))
-                candidates.append(("keops", keops_step(x, y), "pykeops not installed"))
-                candidates.append(("geomloss", geomloss_step(x, y), "geomloss not installed"))
-            else:
-                note = f"skipped: N x M matrices need ~{matrix_bytes / 2**30:.0f} GiB"
-                candidates.append(("cdist reference", None, note))
-            fused_seconds = None
-            for name, step, why_not in candidates:
-                row = {"N": n, "M": n, "D": d, "method": name}
-                if step is None:
-                    row["note"] = why_not
-                else:
-                    seconds, peak = time_call(step, device, reps)
-                    row.update(seconds=seconds, peak_extra_mb=peak / 2**20, repeats=reps)
-                    if name == fused:
-                        fused_seconds = seconds
-                    elif fused_seconds:
-                        row["fused_speedup"] = seconds / fused_seconds
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-            del x, y
+            for setup in ("train", "both"):
+                x = torch.randn(n, d, device=device, requires_grad=setup == "both")
+                y = (torch.randn(n, d, device=device) * 1.2 + 0.3).requires_grad_()
+                matrix_bytes = 4.0 * n * n * 4  # a few N x M fp32 matrices per term at once
+                calls: dict[str, Step] = {FUSED: fused_step(x, y)}
+                notes: dict[str, str] = {}
+                for name in BASELINES:
+                    if name != "keops" and matrix_bytes > budget:
+                        gib = matrix_bytes / 2**30
+                        notes[name] = f"skipped: N x M matrices need ~{gib:.0f} GiB"
+                    elif n > slow_limit or (name == REFERENCE and n > 4096):
+                        notes[name] = "skipped: would take minutes at this size"
+                    else:
+                        step = baseline_step(name, x, y)
+                        if step is None:
+                            notes[name] = f"{name} not installed"
+                        else:
+                            calls[name] = step
+                reps = repeats if n <= 4096 else (1 if n <= 16384 else 0)
+                results = measure(calls, device, reps)
+                fused_seconds = results[FUSED][0]
+                for name in [FUSED, *BASELINES]:
+                    row = {"N": n, "M": n, "D": d, "setup": setup, "method": name}
+                    if name in results:
+                        seconds, peak = results[name]
+                        row.update(seconds=seconds, peak_extra_mb=peak / 2**20, repeats=reps)
+                        if name != FUSED:
+                            row["speedup"] = seconds / fused_seconds
+                    else:
+                        row["note"] = notes[name]
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+                del x, y, calls
     return rows
 
 
-def run_sliced(device: str, n: int, d: int, projections: int) -> dict:
+def broadcast_energy_score(samples: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The energy score as the paper's code writes it: (B, m, m, D) differences."""
+    m = samples.shape[1]
+    to_target = (samples - target[:, None, :]).norm(dim=-1).mean(1)
+    spread = (samples[:, :, None, :] - samples[:, None, :, :]).norm(dim=-1).sum((1, 2))
+    return (to_target - spread / (2 * m * (m - 1))).mean()
+
+
+def score_rows(
+    device: str, batches: list[int], ms: list[int], dims: list[int], repeats: int, budget: float
+) -> list[dict]:
+    rows = []
+    for b in batches:
+        for m in ms:
+            for d in dims:
+                samples = torch.randn(b, m, d, device=device, requires_grad=True)
+                target = torch.randn(b, d, device=device)
+
+                def fused() -> None:
+                    samples.grad = None
+                    ef.energy_score(samples, target).backward()
+
+                def broadcast() -> None:
+                    samples.grad = None
+                    broadcast_energy_score(samples, target).backward()
+
+                calls: dict[str, Step] = {FUSED: fused}
+                broadcast_bytes = 4.0 * b * m * m * d * 4
+                row = {"B": b, "m": m, "D": d}
+                if broadcast_bytes <= budget:
+                    calls["broadcast"] = broadcast
+                else:
+                    row["note"] = (
+                        f"broadcast skipped: (B, m, m, D) needs ~{broadcast_bytes / 2**30:.0f} GiB"
+                    )
+                results = measure(calls, device, repeats)
+                row["energyflow s"], row["energyflow peak mb"] = (
+                    results[FUSED][0],
+                    results[FUSED][1] / 2**20,
+                )
+                if "broadcast" in results:
+                    row["broadcast s"] = results["broadcast"][0]
+                    row["broadcast peak mb"] = results["broadcast"][1] / 2**20
+                    row["speedup"] = row["broadcast s"] / row["energyflow s"]
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    return rows
+
+
+def beta_rows(device: str, n: int, dims: list[int], repeats: int) -> list[dict]:
+    rows = []
+    for d in dims:
+        x = torch.randn(n, d, device=device, requires_grad=True)
+        y = torch.randn(n, d, device=device, requires_grad=True)
+        calls = {f"beta={beta}": fused_step(x, y, beta=beta) for beta in (1.0, 0.7)}
+        results = measure(calls, device, repeats)
+        row = {
+            "N": n,
+            "D": d,
+            "beta=1 s": results["beta=1.0"][0],
+            "beta=0.7 s": results["beta=0.7"][0],
+        }
+        row["cost ratio"] = row["beta=0.7 s"] / row["beta=1 s"]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def sliced_row(device: str, n: int, d: int, projections: int) -> dict:
     x = torch.randn(n, d, device=device, requires_grad=True)
     y = (torch.randn(n, d, device=device) + 0.1).requires_grad_()
 
     def step() -> None:
         ef.sliced_energy_distance(x, y, num_projections=projections).backward()
 
-    seconds, peak = time_call(step, device, 0)
-    row = {
-        "N": n,
-        "M": n,
-        "D": d,
-        "L": projections,
-        "method": "sliced_energy_distance (fwd+bwd)",
-        "seconds": seconds,
-        "peak_extra_mb": peak / 2**20,
-    }
+    seconds, peak = measure({"sliced": step}, device, 0)["sliced"]
+    row = {"N": n, "D": d, "L": projections, "seconds": seconds, "peak_extra_mb": peak / 2**20}
     print(json.dumps(row), flush=True)
     return row
 
 
-def markdown(machine: dict, rows: list[dict], sliced: Optional[dict]) -> str:
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(cells) + " |" for cells in rows]
+
+
+def markdown(machine: dict, results: dict) -> str:
+    gpu = f" ({machine['gpu']}, triton {machine.get('triton')})" if "gpu" in machine else ""
     lines = [
         f"Machine: {machine['cpu']}, {machine['cores']} cores ({machine['torch_threads']} torch "
-        "threads), "
-        f"torch {machine['torch']}, device {machine['device']}"
-        + (f" ({machine['gpu']}, triton {machine.get('triton')})" if "gpu" in machine else ""),
+        f"threads), torch {machine['torch']}, device {machine['device']}{gpu}",
         "",
-        "Forward+backward `energy_distance` (both sets require grad), median seconds; "
-        "speedup = baseline time / fused time, measured in the same run; peak = extra peak memory.",
+        "### energy_distance, forward+backward",
         "",
-        "| N = M | D | method | seconds | fused speedup | peak extra (MB) |",
-        "|---:|---:|---|---:|---:|---:|",
+        "Median seconds (interleaved repeats; one timed call at N = 16384, the first call at "
+        "65536); speedup = baseline seconds / energyflow seconds in the same run; peak = extra "
+        "peak memory of one call. `train`: only y requires grad; `both`: x and y do.",
+        "",
     ]
-    for r in rows:
+    cells = []
+    for r in results["distance"]:
         if "seconds" in r:
-            speed = f"{r['fused_speedup']:.1f}x" if "fused_speedup" in r else "-"
-            lines.append(
-                f"| {r['N']} | {r['D']} | {r['method']} | {r['seconds']:.4f} | {speed} | "
-                f"{r['peak_extra_mb']:.0f} |"
-            )
+            speed = f"**{r['speedup']:.1f}x**" if "speedup" in r else "-"
+            timing = [f"{r['seconds']:.4f}", speed, f"{r['peak_extra_mb']:.0f}"]
         else:
-            lines.append(f"| {r['N']} | {r['D']} | {r['method']} | - | - | {r['note']} |")
+            timing = ["-", "-", r["note"]]
+        cells.append([str(r["N"]), str(r["D"]), r["setup"], r["method"], *timing])
+    lines += _table(
+        ["N = M", "D", "setup", "method", "seconds", "energyflow speedup", "peak extra (MB)"], cells
+    )
+    lines += [
+        "",
+        "### energy_score, forward+backward (samples require grad)",
+        "",
+        "against the broadcast `(B, m, m, D)` version of the paper's code.",
+        "",
+    ]
+    cells = []
+    for r in results["score"]:
+        broadcast = (
+            [f"{r['broadcast s']:.5f}", f"**{r['speedup']:.1f}x**", f"{r['broadcast peak mb']:.0f}"]
+            if "speedup" in r
+            else ["-", "-", r.get("note", "")]
+        )
+        ours = [f"{r['energyflow s']:.5f}", f"{r['energyflow peak mb']:.0f}"]
+        cells.append([str(r["B"]), str(r["m"]), str(r["D"]), *ours, *broadcast])
+    header = ["B", "m", "D", "energyflow s", "peak (MB)", "broadcast s", "speedup", "peak (MB)"]
+    lines += _table(header, cells)
+    lines += ["", "### General beta: energy_distance fwd+bwd (both), beta = 0.7 vs beta = 1", ""]
+    cells = [
+        [
+            str(r["N"]),
+            str(r["D"]),
+            f"{r['beta=1 s']:.4f}",
+            f"{r['beta=0.7 s']:.4f}",
+            f"{r['cost ratio']:.2f}x",
+        ]
+        for r in results["beta"]
+    ]
+    lines += _table(["N = M", "D", "beta = 1 s", "beta = 0.7 s", "cost of 0.7"], cells)
+    sliced = results.get("sliced")
     if sliced:
         lines += [
             "",
-            f"`sliced_energy_distance`, N = M = {sliced['N']}, D = {sliced['D']}, L = "
-            f"{sliced['L']}, "
-            f"forward+backward: {sliced['seconds']:.1f} s, peak extra "
-            f"{sliced['peak_extra_mb']:.0f} MB.",
+            f"`sliced_energy_distance`, N = M = {sliced['N']}, D = {sliced['D']}, "
+            f"L = {sliced['L']}, forward+backward: {sliced['seconds']:.1f} s, "
+            f"peak extra {sliced['peak_extra_mb']:.0f} MB.",
         ]
     return "\n".join(lines) + "\n"
 
@@ -164,12 +305,17 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
     parser.add_argument("--dims", type=int, nargs="+", default=[2, 16, 64])
+    parser.add_argument("--score-batches", type=int, nargs="+", default=[256, 4096])
+    parser.add_argument("--score-ms", type=int, nargs="+", default=[2, 4, 10, 100])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--matrix-budget-gb",
         type=float,
         default=None,
         help="skip baselines whose N x M matrices exceed this (default: 8 on CPU, 60 on CUDA)",
+    )
+    parser.add_argument(
+        "--slow-limit", type=int, default=16384, help="largest N at which baselines run"
     )
     parser.add_argument("--sliced-n", type=int, default=1_000_000, help="0 skips the sliced run")
     parser.add_argument("--name", default=None, help="results file stem (default energy_<device>)")
@@ -179,14 +325,21 @@ def main() -> None:
     budget = (args.matrix_budget_gb or (60.0 if args.device == "cuda" else 8.0)) * 2**30
     torch.manual_seed(0)
     machine = machine_description(args.device)
-    rows = run_grid(args.device, args.sizes, args.dims, args.repeats, budget)
-    sliced = run_sliced(args.device, args.sliced_n, 16, 64) if args.sliced_n else None
+    results = {
+        "distance": distance_rows(
+            args.device, args.sizes, args.dims, args.repeats, budget, args.slow_limit
+        ),
+        "score": score_rows(
+            args.device, args.score_batches, args.score_ms, args.dims, args.repeats, budget
+        ),
+        "beta": beta_rows(args.device, 4096, args.dims, args.repeats),
+    }
+    if args.sliced_n:
+        results["sliced"] = sliced_row(args.device, args.sliced_n, 16, 64)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = args.name or f"energy_{args.device}"
-    (RESULTS / f"{stem}.json").write_text(
-        json.dumps({"machine": machine, "rows": rows, "sliced": sliced}, indent=1)
-    )
-    table = markdown(machine, rows, sliced)
+    (RESULTS / f"{stem}.json").write_text(json.dumps({"machine": machine, **results}, indent=1))
+    table = markdown(machine, results)
     (RESULTS / f"{stem}.md").write_text(table)
     print(table)
 

@@ -1,28 +1,33 @@
-// CPU kernel for the pairwise energy reductions of energyflow (design doc, section 4).
+// CPU kernels for the pairwise energy reductions of energyflow (docs/math.md, sections 2 and 4).
 //
-// One primitive, "row statistics", serves the forward and the backward pass of every op:
+// One primitive, "row statistics", serves the forward and the backward pass of every pairwise op:
 //
 //   rowsum_i = sum_j b_j r_ij^beta                              (B, N)
 //   wdiff_i  = sum_j b_j r_ij^(beta-2) (x_i - y_j)              (B, N, D), only if want_grad
 //
 // with r_ij = ||x_i - y_j||, the term taken as 0 where r_ij = 0 (the subgradient 0), and the
-// diagonal i = j skipped when exclude_diag (the self sum). Distances come from exact
-// differences, so duplicates give r = 0 exactly and no centring is needed. No N x M buffer:
-// Y is transposed once to (D, M) and streamed past each row in column chunks that stay in L1;
-// the inner loops run over those columns and vectorise. Tasks are (batch, row block) pairs,
-// run in parallel with at::parallel_for (OpenMP in torch's CPU builds); each task owns its
-// rows, so results do not depend on the thread count or schedule. The loops live in
-// row_stats_kernel.h, compiled twice (baseline and AVX2+FMA) and chosen at run time.
+// diagonal i = j skipped when exclude_diag (the self sum). Two methods, chosen by the caller:
+//   "exact": distances from exact differences (duplicates give r = 0 exactly, no centring);
+//   "gemm":  centred dot products on register-blocked tiles, wdiff_i = x_i sum_j w_ij - (W Y)_i,
+//            pairs within the expansion's rounding of 0 recomputed exactly.
+// No N x M buffer: Y streams past each block of rows in 256-column chunks copied into one
+// contiguous panel. Tasks are (batch, row block) pairs, run in parallel with at::parallel_for
+// (OpenMP in torch's CPU builds); each task owns its rows, so results do not depend on the thread
+// count or schedule. A second kernel, energy_score_direct, takes every pair of each target of an
+// energy score with few samples. The loops live in row_stats_kernel.h, compiled twice (baseline
+// and AVX2+FMA) and chosen at run time.
 #include <torch/extension.h>
 
+#include <cmath>
+#include <string>
 #include <vector>
 
 #include "row_stats_kernel_variants.h"
 
 namespace {
 
-std::vector<at::Tensor> row_stats(const at::Tensor& x, const at::Tensor& y, const at::Tensor& b,
-                                  double beta, bool exclude_diag, bool want_grad) {
+void check_inputs(const at::Tensor& x, const at::Tensor& y, const at::Tensor& b,
+                  bool exclude_diag) {
   TORCH_CHECK(x.device().is_cpu() && y.device().is_cpu() && b.device().is_cpu(),
               "energyflow._C.row_stats: tensors must be on the CPU");
   TORCH_CHECK(x.dim() == 3 && y.dim() == 3 && b.dim() == 2,
@@ -34,29 +39,109 @@ std::vector<at::Tensor> row_stats(const at::Tensor& x, const at::Tensor& y, cons
               "energyflow._C.row_stats: x, y and b must share a dtype");
   TORCH_CHECK(!exclude_diag || x.size(1) == y.size(1),
               "energyflow._C.row_stats: exclude_diag needs x and y of the same size");
-  const at::Tensor xc = x.contiguous();
-  // (B, D, M_pad): columns contiguous, padded with zero-weight columns to a multiple of
-  // kPadColumns (the kernels' register tile).
+}
+
+int64_t padding(int64_t size) {
   constexpr int64_t kPad = energyflow_cpu::kPadColumns;
-  const int64_t pad = (kPad - y.size(1) % kPad) % kPad;
+  return (kPad - size % kPad) % kPad;
+}
+
+// Exact differences: Y transposed to (B, D, M_pad), padded with zero-weight columns.
+std::vector<at::Tensor> row_stats_exact(const at::Tensor& x, const at::Tensor& y,
+                                        const at::Tensor& b, double beta, bool exclude_diag,
+                                        bool want_grad) {
+  const at::Tensor xc = x.contiguous();
+  const int64_t pad = padding(y.size(1));
   const at::Tensor y_t = at::constant_pad_nd(y.transpose(1, 2), {0, pad}, 0).contiguous();
   const at::Tensor bc = at::constant_pad_nd(b, {0, pad}, 0).contiguous();
   at::Tensor rowsum = at::empty({x.size(0), x.size(1)}, x.options());
   at::Tensor wdiff = want_grad ? at::empty_like(xc) : at::empty({0}, x.options());
   if (energyflow_cpu::cpu_has_avx2_fma()) {
-    energyflow_cpu::avx2::compute(xc, y_t, bc, beta, exclude_diag, want_grad, rowsum, wdiff);
+    energyflow_cpu::avx2::exact(xc, y_t, bc, beta, exclude_diag, want_grad, rowsum, wdiff);
   } else {
-    energyflow_cpu::generic::compute(xc, y_t, bc, beta, exclude_diag, want_grad, rowsum, wdiff);
+    energyflow_cpu::generic::exact(xc, y_t, bc, beta, exclude_diag, want_grad, rowsum, wdiff);
   }
   return {rowsum, wdiff};
+}
+
+// Dot products: both sets centred on the mean of Y (every sum is translation-invariant, and the
+// expansion then does not cancel for data far from the origin), features padded to a multiple of
+// 16, Y both transposed (for x.y) and row-major (for W Y).
+std::vector<at::Tensor> row_stats_gemm(const at::Tensor& x, const at::Tensor& y,
+                                       const at::Tensor& b, double beta, bool exclude_diag,
+                                       bool want_grad) {
+  const int64_t n_cols = y.size(1), dim = x.size(2);
+  // The centre is summed in double, then both sets are shifted in their own dtype (no N x D
+  // double copies): any common shift leaves every distance unchanged.
+  const at::Tensor centre = y.sum(1, true, at::kDouble).div(n_cols).to(x.scalar_type());
+  const int64_t dim_pad = padding(dim), col_pad = padding(n_cols);
+  const at::Tensor xc = at::constant_pad_nd(x - centre, {0, dim_pad}, 0).contiguous();
+  const at::Tensor y_rows = at::constant_pad_nd(y - centre, {0, dim_pad, 0, col_pad}, 0).contiguous();
+  const at::Tensor y_t = y_rows.transpose(1, 2).contiguous();
+  const at::Tensor x_sq = xc.square().sum(-1).contiguous();
+  const at::Tensor y_sq = y_rows.square().sum(-1).contiguous();
+  const at::Tensor bc = at::constant_pad_nd(b, {0, col_pad}, 0).contiguous();
+  // d2 below tol (|x|^2 + |y|^2) is within the expansion's rounding: recomputed exactly.
+  const double tol = x.scalar_type() == at::kDouble ? std::ldexp(1.0, -26) : std::ldexp(1.0, -10);
+  at::Tensor rowsum = at::empty({x.size(0), x.size(1)}, x.options());
+  at::Tensor wdiff = want_grad ? at::empty({x.size(0), x.size(1), dim}, x.options())
+                               : at::empty({0}, x.options());
+  if (energyflow_cpu::cpu_has_avx2_fma()) {
+    energyflow_cpu::avx2::gemm(xc, x_sq, y_t, y_rows, y_sq, bc, n_cols, dim, beta, tol,
+                               exclude_diag, want_grad, rowsum, wdiff);
+  } else {
+    energyflow_cpu::generic::gemm(xc, x_sq, y_t, y_rows, y_sq, bc, n_cols, dim, beta, tol,
+                                  exclude_diag, want_grad, rowsum, wdiff);
+  }
+  return {rowsum, wdiff};
+}
+
+std::vector<at::Tensor> row_stats(const at::Tensor& x, const at::Tensor& y, const at::Tensor& b,
+                                  double beta, bool exclude_diag, bool want_grad,
+                                  const std::string& method) {
+  check_inputs(x, y, b, exclude_diag);
+  TORCH_CHECK(method == "exact" || method == "gemm",
+              "energyflow._C.row_stats: method must be 'exact' or 'gemm'");
+  if (method == "gemm") return row_stats_gemm(x, y, b, beta, exclude_diag, want_grad);
+  return row_stats_exact(x, y, b, beta, exclude_diag, want_grad);
+}
+
+std::vector<at::Tensor> energy_score_direct(const at::Tensor& samples, const at::Tensor& target,
+                                            double beta, bool want_grad) {
+  TORCH_CHECK(samples.device().is_cpu() && target.device().is_cpu(),
+              "energyflow._C.energy_score_direct: tensors must be on the CPU");
+  TORCH_CHECK(samples.dim() == 3 && target.dim() == 2 && samples.size(0) == target.size(0) &&
+                  samples.size(2) == target.size(1) && samples.size(1) >= 2,
+              "energyflow._C.energy_score_direct: expected samples (B,m,D), m >= 2, target (B,D)");
+  TORCH_CHECK(samples.scalar_type() == target.scalar_type(),
+              "energyflow._C.energy_score_direct: samples and target must share a dtype");
+  const at::Tensor yc = samples.contiguous(), xc = target.contiguous();
+  at::Tensor scores = at::empty({samples.size(0)}, samples.options());
+  at::Tensor grad_samples = want_grad ? at::empty_like(yc) : at::empty({0}, yc.options());
+  at::Tensor grad_target = want_grad ? at::empty_like(xc) : at::empty({0}, xc.options());
+  if (energyflow_cpu::cpu_has_avx2_fma()) {
+    energyflow_cpu::avx2::energy_score_direct(yc, xc, beta, want_grad, scores, grad_samples,
+                                              grad_target);
+  } else {
+    energyflow_cpu::generic::energy_score_direct(yc, xc, beta, want_grad, scores, grad_samples,
+                                                 grad_target);
+  }
+  return {scores, grad_samples, grad_target};
 }
 
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "energyflow CPU kernels (pairwise energy row statistics)";
-  m.def("row_stats", &row_stats, "rowsum_i = sum_j b_j r_ij^beta and, if want_grad, "
-        "wdiff_i = sum_j b_j r_ij^(beta-2) (x_i - y_j); x (B,N,D), y (B,M,D), b (B,M)",
+  m.doc() = "energyflow CPU kernels (pairwise energy row statistics, small-m energy score)";
+  m.def("row_stats", &row_stats,
+        "rowsum_i = sum_j b_j r_ij^beta and, if want_grad, "
+        "wdiff_i = sum_j b_j r_ij^(beta-2) (x_i - y_j); x (B,N,D), y (B,M,D), b (B,M); "
+        "method 'exact' (differences) or 'gemm' (dot products, close pairs recomputed exactly)",
         py::arg("x"), py::arg("y"), py::arg("b"), py::arg("beta"), py::arg("exclude_diag"),
-        py::arg("want_grad"), py::call_guard<py::gil_scoped_release>());
+        py::arg("want_grad"), py::arg("method") = "exact", py::call_guard<py::gil_scoped_release>());
+  m.def("energy_score_direct", &energy_score_direct,
+        "per-target energy scores of samples (B,m,D) against target (B,D) from all pairs, and "
+        "(if want_grad) their gradients with respect to samples and target",
+        py::arg("samples"), py::arg("target"), py::arg("beta"), py::arg("want_grad"),
+        py::call_guard<py::gil_scoped_release>());
 }

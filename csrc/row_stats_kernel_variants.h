@@ -1,20 +1,30 @@
-// The two compiled variants of the row-statistics kernel and the runtime choice between them.
+// The two compiled variants of the CPU kernels and the runtime choice between them.
 #pragma once
 #include <torch/extension.h>
 
 namespace energyflow_cpu {
 
-// Column padding that every variant accepts (a multiple of each variant's kLanes).
+// Column (and, for the GEMM path, feature) padding that every variant accepts.
 constexpr int64_t kPadColumns = 16;
 
+#define EF_DECLARE_KERNELS                                                                    \
+  void exact(const at::Tensor& xc, const at::Tensor& y_t, const at::Tensor& bc, double beta, \
+             bool exclude_diag, bool want_grad, at::Tensor& rowsum, at::Tensor& wdiff);      \
+  void gemm(const at::Tensor& x, const at::Tensor& x_sq, const at::Tensor& y_t,              \
+            const at::Tensor& y_rows, const at::Tensor& y_sq, const at::Tensor& bc,          \
+            int64_t n_cols, int64_t dim, double beta, double tol, bool exclude_diag,         \
+            bool want_grad, at::Tensor& rowsum, at::Tensor& wdiff);                          \
+  void energy_score_direct(const at::Tensor& samples, const at::Tensor& target, double beta, \
+                           bool want_grad, at::Tensor& scores, at::Tensor& grad_samples,     \
+                           at::Tensor& grad_target);
+
 namespace generic {
-void compute(const at::Tensor& xc, const at::Tensor& y_t, const at::Tensor& bc, double beta,
-             bool exclude_diag, bool want_grad, at::Tensor& rowsum, at::Tensor& wdiff);
+EF_DECLARE_KERNELS
 }
 namespace avx2 {
-void compute(const at::Tensor& xc, const at::Tensor& y_t, const at::Tensor& bc, double beta,
-             bool exclude_diag, bool want_grad, at::Tensor& rowsum, at::Tensor& wdiff);
+EF_DECLARE_KERNELS
 }
+#undef EF_DECLARE_KERNELS
 
 inline bool cpu_has_avx2_fma() {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))

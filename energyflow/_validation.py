@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Optional
 
 import torch
@@ -10,8 +12,9 @@ from torch import Tensor
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def check_points(name: str, points: object) -> Tensor:
-    """A floating tensor of shape (N, D) or (B, N, D) with finite entries and N, D >= 1."""
+def check_points(name: str, points: object) -> Optional[float]:
+    """A floating tensor of shape (N, D) or (B, N, D) with finite entries and N, D >= 1; returns
+    its largest |entry| (None under torch.compile, where values cannot be read)."""
     if not isinstance(points, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(points).__name__}")
     if points.dtype not in _FLOAT_DTYPES:
@@ -29,13 +32,23 @@ def check_points(name: str, points: object) -> Tensor:
         raise ValueError(
             f"{name} is empty (shape {tuple(points.shape)}); it needs at least one point"
         )
-    check_finite(name, points)
-    return points
+    return check_finite(name, points)
 
 
-def check_finite(name: str, tensor: Tensor) -> None:
-    if not _is_fake(tensor) and not bool(torch.isfinite(tensor).all()):
+def largest_magnitude(tensor: Tensor) -> float:
+    """max |entry| in one pass (NaN if any entry is NaN, inf if any is infinite)."""
+    low, high = torch.aminmax(tensor.detach())
+    return max(-float(low), float(high))
+
+
+def check_finite(name: str, tensor: Tensor) -> Optional[float]:
+    """Raise if ``tensor`` holds NaN or inf; return its largest |entry| (None if unreadable)."""
+    if _is_fake(tensor):
+        return None
+    largest = largest_magnitude(tensor) if tensor.numel() else 0.0
+    if not math.isfinite(largest):
         raise ValueError(f"{name} contains NaN or inf; remove or impute those entries first")
+    return largest
 
 
 def _is_fake(tensor: Tensor) -> bool:
@@ -74,7 +87,8 @@ def check_same_kind(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
 
 
 def check_beta(beta: object) -> float:
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)):
+    """beta as a float in (0, 2]: any real number type (Python, NumPy, a 0-d tensor's item)."""
+    if isinstance(beta, bool) or not isinstance(beta, numbers.Real):
         raise TypeError(f"beta must be a float in (0, 2], got {type(beta).__name__}")
     beta = float(beta)
     if not (0.0 < beta <= 2.0):
@@ -106,7 +120,13 @@ def check_weights(
     if not _is_fake(weights):
         if bool((weights < 0).any()):
             raise ValueError(f"{name} has negative entries; weights must be >= 0")
-        if not bool((weights.sum(-1) > 0).all()):
+        totals = weights.sum(-1)
+        if not bool(torch.isfinite(totals).all()):
+            raise ValueError(
+                f"{name} sum to inf in {weights.dtype}; divide them by a common factor "
+                "(only their ratios matter to the energy distance) or use float64"
+            )
+        if not bool((totals > 0).all()):
             raise ValueError(f"{name} must sum to a positive number (per batch entry)")
     return weights.to(points.dtype)
 

@@ -179,12 +179,14 @@ def row_stats(
     settings = accumulation(acc, precision)
     batch, n_rows, dim = x.shape
     n_cols = y.shape[1]
-    # Centring makes new contiguous tensors, so x and y may be any strided view.
+    # Centring makes new contiguous tensors, so x and y may be any strided view. The centred
+    # points stay in the accumulation dtype: rounding them back to fp16/bf16 would move each
+    # point by up to 2^-8 of its offset from the centre.
     centre = y.to(acc).mean(dim=1, keepdim=True)
-    x_centred = (x.to(acc) - centre).to(x.dtype).contiguous()
-    y_centred = (y.to(acc) - centre).to(y.dtype).contiguous()
-    x_sq = x_centred.to(acc).square().sum(-1)
-    y_sq = y_centred.to(acc).square().sum(-1)
+    x_centred = (x.to(acc) - centre).contiguous()
+    y_centred = (y.to(acc) - centre).contiguous()
+    x_sq = x_centred.square().sum(-1)
+    y_sq = y_centred.square().sum(-1)
     floor_key = "float64" if acc == torch.float64 else settings["PRECISION"]
     params = torch.tensor([0.5 * beta, _R2_FLOOR[floor_key]], dtype=acc, device=x.device)
     rowsum = torch.empty((batch, n_rows), dtype=acc, device=x.device)

@@ -1,5 +1,6 @@
-"""Each test gets a fresh, reproducible seed. Shared helpers live in ``helpers.py`` (nothing is
-imported from here); the interpreter flag for Triton is set by the root ``conftest.py``."""
+"""Fixtures: a fresh, reproducible seed for each test, and ``use_path`` to force a kernel path.
+Shared helpers live in ``helpers.py`` (nothing is imported from here); the interpreter flag for
+Triton is set by the root ``conftest.py``."""
 
 import zlib
 
@@ -12,3 +13,19 @@ def _fresh_seed(request):
     """A fresh, reproducible seed per test (derived from its id)."""
     torch.manual_seed(zlib.crc32(request.node.nodeid.encode()))
     yield
+
+
+@pytest.fixture
+def use_path(monkeypatch):
+    """``use_path(path)`` forces a kernel path for the test and returns its backend name."""
+
+    def select(path: str) -> str:
+        if path.startswith("cpp-"):
+            from energyflow.ops import pairwise
+
+            min_dim = 1 if path == "cpp-gemm" else 10**9
+            monkeypatch.setattr(pairwise, "CPP_GEMM_MIN_DIM", min_dim)
+            return "cpp"
+        return path
+
+    return select

@@ -11,12 +11,12 @@ FUSED_BACKENDS = [b for b in ("cpp", "triton") if energyflow.backends()[b].start
 
 
 def assert_close_scaled(
-    actual: torch.Tensor, expected: torch.Tensor, rtol: float, name: str = ""
+    actual: torch.Tensor, expected: torch.Tensor, rtol: float, name: str = "", floor: float = 1e-30
 ) -> None:
-    """max |actual - expected| <= rtol * max(|expected|, tiny), and no NaN/inf anywhere."""
+    """max |actual - expected| <= rtol * max(|expected|, floor), and no NaN/inf anywhere."""
     assert torch.isfinite(actual).all(), f"{name}: non-finite values {actual}"
     assert actual.shape == expected.shape, f"{name}: shape {actual.shape} != {expected.shape}"
-    scale = expected.abs().max().clamp_min(1e-30)
+    scale = expected.abs().max().clamp_min(floor)
     err = (actual.double() - expected.double()).abs().max() / scale
     assert err <= rtol, f"{name}: relative error {err:.3e} > {rtol:.1e}"
 
@@ -24,3 +24,10 @@ def assert_close_scaled(
 def levels(sizes: list[int]) -> list[int]:
     """Sorted unit levels: ``sizes[k]`` units of level k."""
     return [level for level, size in enumerate(sizes) for _ in range(size)]
+
+
+# Every fused path the kernel tests run: the C++ kernel with each of its methods, and Triton
+# (the ``use_path`` fixture in conftest.py forces one).
+KERNEL_PATHS = (["cpp-exact", "cpp-gemm"] if "cpp" in FUSED_BACKENDS else []) + (
+    ["triton"] if "triton" in FUSED_BACKENDS else []
+)

@@ -68,6 +68,19 @@ X, Y = torch.randn(5, 3), torch.randn(4, 3)
             "target must have shape",
         ),
         (
+            lambda: ef.energy_score(
+                torch.randn(4, 3, 2), torch.randn(4, 2), weights=torch.ones(4, 1)
+            ),
+            ValueError,
+            r"weights must have shape \(4,\)",
+        ),
+        (
+            lambda: ef.energy_distance(X, Y, x_weights=torch.full((5,), 1e38)),
+            ValueError,
+            "x_weights sum to inf",
+        ),
+        (lambda: ef.energy_distance(X, Y, beta=complex(1, 0)), TypeError, "beta"),
+        (
             lambda: ef.energy_score(torch.randn(3, 4, 2), torch.randn(3, 2), reduction="avg"),
             ValueError,
             "reduction",

@@ -12,9 +12,11 @@ with r_ij = ||x_i - y_j|| and every term 0 where r_ij = 0. Then
     dS/dx_i = beta a_i wdiff_i,  dS/da_i = rowsum_i,  and dS/dy, dS/db from the same pass of Y
     against X with weights a (the column reduction as a row reduction with the roles swapped).
 
-The forward pass computes only ``rowsum``; the backward pass recomputes the distances (no N x M
-buffer is ever stored, the same trade as FlashAttention). Reductions run in
-``dispatch.accumulation_dtype`` (fp32, fp64 for fp64 inputs); the ops return the input dtype.
+No N x M buffer is ever stored (the same trade as FlashAttention): when autograd will need the
+gradients, the forward pass computes them with the sums (a row pass gives both), and the backward
+pass only scales them. Reductions run in
+``dispatch.accumulation_dtype`` (fp32, fp64 for fp64 inputs), and the sums are returned in it,
+so that callers combine several of them (the energy distance) without rounding each to fp16.
 ``cross_power_sum`` / ``self_power_sum`` at the bottom dispatch on the backend name, the
 ``"reference"`` one included (pure PyTorch, differentiated by torch's autograd).
 """
@@ -31,12 +33,33 @@ from energyflow.ops import dispatch, pairwise_reference
 RowStats = Callable[[Tensor, Tensor, Tensor, float, bool, bool], tuple[Tensor, Tensor]]
 
 
+# From this many features on, the C++ kernel takes distances from dot products (GEMM tiles)
+# instead of exact differences: below it the expansion saves little and close pairs (which it
+# recomputes exactly) are common.
+CPP_GEMM_MIN_DIM = 8
+
+
+def cpp_method(dim: int) -> str:
+    """The C++ row-statistics method for ``dim`` features: ``"exact"`` (differences, every
+    pair) or ``"gemm"`` (centred dot products on register-blocked tiles, the gradient as
+    ``x_i sum_j w_ij - (W Y)_i``, pairs within the expansion's rounding of 0 recomputed exactly).
+
+    Example:
+        >>> cpp_method(2), cpp_method(64)
+        ('exact', 'gemm')
+    """
+    return "gemm" if dim >= CPP_GEMM_MIN_DIM else "exact"
+
+
 def _cpp_row_stats(
     x: Tensor, y: Tensor, b: Tensor, beta: float, exclude_diag: bool, want_grad: bool
 ) -> tuple[Tensor, Tensor]:
     acc = dispatch.accumulation_dtype(x.dtype)
     cpp = dispatch.cpp_module()
-    return tuple(cpp.row_stats(x.to(acc), y.to(acc), b.to(acc), beta, exclude_diag, want_grad))
+    method = cpp_method(x.shape[-1])
+    return tuple(
+        cpp.row_stats(x.to(acc), y.to(acc), b.to(acc), beta, exclude_diag, want_grad, method)
+    )
 
 
 def _triton_row_stats(
@@ -89,90 +112,127 @@ def _weighted_total(weights: Tensor, rowsum: Tensor) -> Tensor:
     return (weights.to(rowsum.dtype) * rowsum).sum(-1)
 
 
-@torch.library.custom_op("energyflow::cross_power_sum", mutates_args=())
-def _fused_cross_power_sum(
-    x: Tensor, y: Tensor, x_weights: Tensor, y_weights: Tensor, beta: float, backend: str
-) -> Tensor:
-    rowsum, _ = row_stats(x, y, y_weights, beta, False, False, backend)
-    return _weighted_total(x_weights, rowsum).to(x.dtype)
-
-
-@torch.library.custom_op("energyflow::self_power_sum", mutates_args=())
-def _fused_self_power_sum(y: Tensor, y_weights: Tensor, beta: float, backend: str) -> Tensor:
-    rowsum, _ = row_stats(y, y, y_weights, beta, True, False, backend)
-    return _weighted_total(y_weights, rowsum).to(y.dtype)
-
-
-@_fused_cross_power_sum.register_fake
-def _cross_fake(x, y, x_weights, y_weights, beta, backend):
-    return x.new_empty(x.shape[:1])
-
-
-@_fused_self_power_sum.register_fake
-def _self_fake(y, y_weights, beta, backend):
-    return y.new_empty(y.shape[:1])
-
-
-def _side_grads(
-    grad: Tensor,
+def _side(
     points: Tensor,
     others: Tensor,
     weights: Tensor,
     other_weights: Tensor,
     beta: float,
     exclude_diag: bool,
-    need_points: bool,
-    need_weights: bool,
+    want_grad: bool,
     backend: str,
     scale: float = 1.0,
-) -> tuple[Optional[Tensor], Optional[Tensor]]:
-    """Gradients of grad * S with respect to one side's points and weights (one pass)."""
-    if not (need_points or need_weights):
-        return None, None
-    rowsum, wdiff = row_stats(
-        points, others, other_weights, beta, exclude_diag, need_points, backend
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One row pass of ``points`` against ``others``: the sum S, and (if ``want_grad``) dS /
+    d points = scale beta a_i wdiff_i and dS / d weights = scale rowsum_i (else empty)."""
+    rowsum, wdiff = row_stats(points, others, other_weights, beta, exclude_diag, want_grad, backend)
+    total = _weighted_total(weights, rowsum)
+    if not want_grad:
+        return total, rowsum.new_empty(0), rowsum.new_empty(0)
+    points_grad = (scale * beta) * weights.to(rowsum.dtype)[..., None] * wdiff
+    return total, points_grad, scale * rowsum
+
+
+# The fused sums compute their gradients in the forward pass when autograd will need them (the
+# backward pass only scales them by the incoming gradient): the row pass that gives a side's
+# gradient gives the sum too, so a training step runs 2 passes for the cross sum and 1 for a
+# self sum instead of 1 + 2 and 1 + 1 (the same trade as Liger-Kernel's fused losses).
+@torch.library.custom_op("energyflow::cross_power_sum", mutates_args=())
+def _fused_cross_power_sum(
+    x: Tensor,
+    y: Tensor,
+    x_weights: Tensor,
+    y_weights: Tensor,
+    beta: float,
+    grad_x: bool,
+    grad_y: bool,
+    backend: str,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """-> S (B,), and dS/dx, dS/da if ``grad_x``, dS/dy, dS/db if ``grad_y`` (else empty)."""
+    total, gx, ga = _side(x, y, x_weights, y_weights, beta, False, grad_x, backend)
+    if grad_y:
+        total, gy, gb = _side(y, x, y_weights, x_weights, beta, False, True, backend)
+    else:
+        gy, gb = total.new_empty(0), total.new_empty(0)
+    return total, gx, ga, gy, gb
+
+
+@torch.library.custom_op("energyflow::self_power_sum", mutates_args=())
+def _fused_self_power_sum(
+    y: Tensor, y_weights: Tensor, beta: float, grad_y: bool, backend: str
+) -> tuple[Tensor, Tensor, Tensor]:
+    """-> S_self (B,), and dS/dy, dS/db if ``grad_y`` (else empty). Symmetric in (i, j): the
+    row pass serves both ends of every pair, hence the factor 2 on the gradients."""
+    return _side(y, y, y_weights, y_weights, beta, True, grad_y, backend, scale=2.0)
+
+
+def _gradient_fakes(points: Tensor, acc: torch.dtype, wanted: bool) -> tuple[Tensor, Tensor]:
+    if not wanted:
+        return points.new_empty(0, dtype=acc), points.new_empty(0, dtype=acc)
+    return points.new_empty(points.shape, dtype=acc), points.new_empty(points.shape[:2], dtype=acc)
+
+
+@_fused_cross_power_sum.register_fake
+def _cross_fake(x, y, x_weights, y_weights, beta, grad_x, grad_y, backend):
+    acc = dispatch.accumulation_dtype(x.dtype)
+    return (
+        x.new_empty(x.shape[:1], dtype=acc),
+        *_gradient_fakes(x, acc, grad_x),
+        *_gradient_fakes(y, acc, grad_y),
     )
-    g = grad.to(rowsum.dtype)[:, None] * scale
-    points_grad = weights_grad = None
-    if need_points:
-        points_grad = ((g * beta * weights.to(rowsum.dtype))[..., None] * wdiff).to(points.dtype)
-    if need_weights:
-        weights_grad = (g * rowsum).to(weights.dtype)
-    return points_grad, weights_grad
+
+
+@_fused_self_power_sum.register_fake
+def _self_fake(y, y_weights, beta, grad_y, backend):
+    acc = dispatch.accumulation_dtype(y.dtype)
+    return (y.new_empty(y.shape[:1], dtype=acc), *_gradient_fakes(y, acc, grad_y))
+
+
+def _scaled(grad: Tensor, computed: Tensor, like: Tensor, needed: bool) -> Optional[Tensor]:
+    """grad_total (B,) times a gradient computed in the forward pass, in ``like``'s dtype."""
+    if not needed:
+        return None
+    if computed.numel() == 0 and like.numel() != 0:
+        raise RuntimeError("a pairwise sum's gradient was not computed in its forward pass")
+    g = grad.to(computed.dtype).reshape(-1, *([1] * (computed.dim() - 1)))
+    return (g * computed).to(like.dtype)
 
 
 def _cross_setup(ctx, inputs, output):
-    x, y, x_weights, y_weights, beta, backend = inputs
-    ctx.save_for_backward(x, y, x_weights, y_weights)
-    ctx.options = (beta, backend)
+    ctx.save_for_backward(*inputs[:4], *output[1:])
 
 
-def _cross_backward(ctx, grad):
-    x, y, a, b = ctx.saved_tensors
-    beta, backend = ctx.options
+def _cross_backward(ctx, grad, *_unused):
+    x, y, a, b, gx, ga, gy, gb = ctx.saved_tensors
     need = ctx.needs_input_grad
-    gx, ga = _side_grads(grad, x, y, a, b, beta, False, need[0], need[2], backend)
-    gy, gb = _side_grads(grad, y, x, b, a, beta, False, need[1], need[3], backend)
-    return gx, gy, ga, gb, None, None
+    return (
+        _scaled(grad, gx, x, need[0]),
+        _scaled(grad, gy, y, need[1]),
+        _scaled(grad, ga, a, need[2]),
+        _scaled(grad, gb, b, need[3]),
+        None,
+        None,
+        None,
+        None,
+    )
 
 
 def _self_setup(ctx, inputs, output):
-    y, y_weights, beta, backend = inputs
-    ctx.save_for_backward(y, y_weights)
-    ctx.options = (beta, backend)
+    ctx.save_for_backward(*inputs[:2], *output[1:])
 
 
-def _self_backward(ctx, grad):
-    y, b = ctx.saved_tensors
-    beta, backend = ctx.options
+def _self_backward(ctx, grad, *_unused):
+    y, b, gy, gb = ctx.saved_tensors
     need = ctx.needs_input_grad
-    # Symmetric in (i, j): the row pass serves both ends of every pair, hence the factor 2.
-    gy, gb = _side_grads(grad, y, y, b, b, beta, True, need[0], need[1], backend, scale=2.0)
-    return gy, gb, None, None
+    return _scaled(grad, gy, y, need[0]), _scaled(grad, gb, b, need[1]), None, None, None
 
 
 _fused_cross_power_sum.register_autograd(_cross_backward, setup_context=_cross_setup)
 _fused_self_power_sum.register_autograd(_self_backward, setup_context=_self_setup)
+
+
+def _needs_grad(*tensors: Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def cross_power_sum(
@@ -180,16 +240,17 @@ def cross_power_sum(
 ) -> Tensor:
     """S(X, Y; a, b) = sum_ij a_i b_j ||x_i - y_j||^beta on validated batched inputs.
 
-    x (B, N, D), y (B, M, D), x_weights a (B, N), y_weights b (B, M) -> (B,); ``backend`` is a
-    resolved name (``dispatch.resolve_pairwise``).
+    x (B, N, D), y (B, M, D), x_weights a (B, N), y_weights b (B, M) -> (B,) in the accumulation
+    dtype; ``backend`` is a resolved name (``dispatch.resolve_pairwise``).
     """
     if backend == "reference":
         return pairwise_reference.cross_power_sum(x, y, x_weights, y_weights, beta)
-    return _fused_cross_power_sum(x, y, x_weights, y_weights, beta, backend)
+    grad_x, grad_y = _needs_grad(x, x_weights), _needs_grad(y, y_weights)
+    return _fused_cross_power_sum(x, y, x_weights, y_weights, beta, grad_x, grad_y, backend)[0]
 
 
 def self_power_sum(y: Tensor, y_weights: Tensor, beta: float, backend: str) -> Tensor:
     """S_self(Y; b) = sum_{i != j} b_i b_j ||y_i - y_j||^beta; y (B, M, D), b (B, M) -> (B,)."""
     if backend == "reference":
         return pairwise_reference.self_power_sum(y, y_weights, beta)
-    return _fused_self_power_sum(y, y_weights, beta, backend)
+    return _fused_self_power_sum(y, y_weights, beta, _needs_grad(y, y_weights), backend)[0]

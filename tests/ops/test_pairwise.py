@@ -1,4 +1,5 @@
-"""Every fused backend against the pure-PyTorch reference: values and gradients."""
+"""Every fused path (C++ exact differences, C++ GEMM tiles, Triton) against the pure-PyTorch
+reference: values and gradients; and the rule that picks the C++ path."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import pytest
 import torch
 
 import energyflow as ef
-from helpers import FUSED_BACKENDS, assert_close_scaled
+from helpers import FUSED_BACKENDS, KERNEL_PATHS, assert_close_scaled
 
 BETAS = [0.3, 0.5, 1.0, 1.5, 2.0]
-# (N, M, D): every size of the spec (N or M in 1, 2, 3, 17, 257; D in 1, 3, 64, 300) appears,
-# with tile-straddling, non-power-of-two combinations.
+# (N, M, D): every size of the spec (N or M in 1, 2, 3, 17, 257; D in 1, 3, 15, 16, 17, 64, 300)
+# appears, with tile-straddling, non-power-of-two combinations: 16-column padding, 64-row GEMM
+# tasks and 256-column chunks (255, 256, 257, 513).
 SHAPES_CPP = [
     (1, 1, 1),
     (2, 3, 3),
@@ -20,6 +22,9 @@ SHAPES_CPP = [
     (257, 257, 3),
     (1, 257, 64),
     (17, 1, 300),
+    (65, 255, 15),
+    (64, 256, 16),
+    (63, 513, 17),
 ]
 # The interpreter runs each program on NumPy: smaller sets, same odd sizes.
 SHAPES_TRITON = [(1, 1, 1), (2, 3, 3), (3, 17, 64), (17, 2, 300), (20, 17, 1), (1, 33, 64)]
@@ -48,11 +53,12 @@ def _value_and_grads(backend, x, y, a, b, leaves, beta):
     return [cross.detach(), own.detach(), *grads]
 
 
-@pytest.mark.parametrize("backend", FUSED_BACKENDS)
+@pytest.mark.parametrize("path", KERNEL_PATHS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("beta", BETAS)
 @pytest.mark.parametrize("weighted", [False, True])
-def test_matches_reference(backend, dtype, beta, weighted):
+def test_matches_reference(path, use_path, dtype, beta, weighted):
+    backend = use_path(path)
     for index, (n, m, d) in enumerate(_shapes(backend)):
         batch = 2 if index % 2 else None
         x, y, a, b, leaves = _inputs(n, m, d, dtype, batch, weighted)
@@ -64,9 +70,10 @@ def test_matches_reference(backend, dtype, beta, weighted):
             assert_close_scaled(g, w, RTOL[dtype], f"{backend} {name} N={n} M={m} D={d}")
 
 
-@pytest.mark.parametrize("backend", FUSED_BACKENDS)
-def test_large_offset_translation_invariance(backend):
+@pytest.mark.parametrize("path", KERNEL_PATHS)
+def test_large_offset_translation_invariance(path, use_path):
     """fp32 points at offset 1e4 agree with fp64 on the same (fp32-rounded) points to 1e-4."""
+    backend = use_path(path)
     x = (torch.randn(40, 3) + 1e4).float()
     y = (torch.randn(37, 3) * 2 + 1e4).float()
     for beta in (0.5, 1.0):
@@ -76,9 +83,10 @@ def test_large_offset_translation_invariance(backend):
         assert abs(got.double() - want) <= 1e-4 * abs(want), (beta, got, want)
 
 
-@pytest.mark.parametrize("backend", FUSED_BACKENDS + ["reference"])
+@pytest.mark.parametrize("path", KERNEL_PATHS + ["reference"])
 @pytest.mark.parametrize("beta", [0.3, 1.0, 2.0])
-def test_exact_duplicates_have_finite_subgradient_zero(backend, beta):
+def test_exact_duplicates_have_finite_subgradient_zero(path, use_path, beta):
+    backend = use_path(path)
     base = torch.randn(6, 3, dtype=torch.float64)
     x = torch.cat([base, base[:2]]).requires_grad_()  # duplicates within x
     y = torch.cat(
@@ -107,8 +115,9 @@ def test_exact_duplicates_have_finite_subgradient_zero(backend, beta):
         assert_close_scaled(g, w.detach(), 1e-9, backend)
 
 
-@pytest.mark.parametrize("backend", FUSED_BACKENDS + ["reference"])
-def test_gradcheck_fp64(backend):
+@pytest.mark.parametrize("path", KERNEL_PATHS + ["reference"])
+def test_gradcheck_fp64(path, use_path):
+    backend = use_path(path)
     # The interpreter is slow: one small unbatched case for triton, batched ones elsewhere.
     lead, (n, m, d), betas = (
         ((), (3, 2, 2), (0.7,)) if backend == "triton" else ((2,), (9, 7, 3), (0.5, 1.0, 1.7))
@@ -129,9 +138,10 @@ def test_gradcheck_fp64(backend):
         )
 
 
-@pytest.mark.parametrize("backend", FUSED_BACKENDS)
+@pytest.mark.parametrize("path", KERNEL_PATHS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_inputs_accumulate_in_fp32(backend, dtype):
+def test_half_inputs_accumulate_in_fp32(path, use_path, dtype):
+    backend = use_path(path)
     x = torch.randn(2, 17, 3).to(dtype).requires_grad_()
     y = torch.randn(2, 9, 3).to(dtype).requires_grad_()
     got = ef.pairwise_power_sum(x, y, backend=backend)
@@ -170,8 +180,9 @@ def test_triton_tf32_tolerance_path():
         assert_close_scaled(g, w, 2e-2, "grad")
 
 
-@pytest.mark.parametrize("backend", FUSED_BACKENDS)
-def test_deterministic(backend):
+@pytest.mark.parametrize("path", KERNEL_PATHS)
+def test_deterministic(path, use_path):
+    backend = use_path(path)
     n, m = (20, 17) if backend == "triton" else (70, 50)
     x = torch.randn(3, n, 12, requires_grad=True)
     y = torch.randn(3, m, 12, requires_grad=True)
@@ -181,3 +192,33 @@ def test_deterministic(backend):
         runs.append([value, *torch.autograd.grad(value.sum(), [x, y])])
     for first, second in zip(*runs):
         assert torch.equal(first, second)
+
+
+def test_cpp_path_rule_picks_each_method(monkeypatch):
+    """Below CPP_GEMM_MIN_DIM features the C++ kernel runs exact differences, from it on GEMM
+    tiles: each path actually runs, and both agree with the reference."""
+    from energyflow.ops import dispatch, pairwise
+
+    if "cpp-exact" not in KERNEL_PATHS:
+        pytest.skip("the C++ extension is not built")
+    real = dispatch.cpp_module()
+    methods = []
+
+    class Spy:
+        def row_stats(self, *args):
+            methods.append(args[-1])
+            return real.row_stats(*args)
+
+    monkeypatch.setattr(dispatch, "cpp_module", lambda: Spy())
+    limit = pairwise.CPP_GEMM_MIN_DIM
+    for dim, method in ((1, "exact"), (limit - 1, "exact"), (limit, "gemm"), (64, "gemm")):
+        methods.clear()
+        x = torch.randn(30, dim, dtype=torch.float64, requires_grad=True)
+        y = torch.randn(20, dim, dtype=torch.float64)
+        got = ef.energy_distance(x, y, backend="cpp")
+        (grad,) = torch.autograd.grad(got, x)
+        assert set(methods) == {method}, (dim, methods)
+        want = ef.energy_distance(x, y, backend="reference")
+        (want_grad,) = torch.autograd.grad(want, x)
+        assert_close_scaled(got, want, 1e-10, f"value D={dim}")
+        assert_close_scaled(grad, want_grad, 1e-10, f"grad D={dim}")
