@@ -1,14 +1,23 @@
-"""Atomic file writes: a temporary file in the same folder, fsync, then rename."""
+"""Atomic file writes: a temporary file in the same folder, fsync, then rename. Files get the
+mode the user's umask gives any new file."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Iterator
 
+import numpy as np
 import torch
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _atomic_write(path: os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
@@ -16,6 +25,8 @@ def _atomic_write(path: os.PathLike, write: Callable[[IO[bytes]], None]) -> None
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates the file 0600; give it the mode any other new file would get
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -38,3 +49,27 @@ def atomic_write_json(obj: Any, path: os.PathLike) -> None:
 
 def atomic_write_bytes(data: bytes, path: os.PathLike) -> None:
     _atomic_write(path, lambda f: f.write(data))
+
+
+@contextlib.contextmanager
+def atomic_npy(
+    path: os.PathLike, shape: tuple[int, ...], dtype: type = np.float32
+) -> Iterator[np.ndarray]:
+    """A writable memory-mapped ``.npy`` array of ``shape`` that appears at ``path`` only when the
+    block finishes (filled in chunks, so memory stays constant whatever the size)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+        yield array
+        array.flush()
+        del array
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -4,32 +4,61 @@
     energyflow train --data digits --model affine --blocks 8 --objective mle --out runs/digits-mle
     energyflow train --data my.csv --context-cols label --estimator score --out runs/mine
     energyflow train --out runs/moons --resume               # continue a checkpointed run
+    energyflow train --out runs/moons --resume --steps 4000  # extend a run
     energyflow sample --run runs/moons --n 10000 --out samples.npy
     energyflow eval --run runs/moons
 
-A run folder holds config.json, checkpoint.pt (atomic, periodic), model.pt, metrics.json and
-samples.png. Bad data stops the command before anything in the folder is written.
+A run folder (``energyflow.training.run_folder``) holds config.json, checkpoint.pt (atomic,
+periodic), model.pt, metrics.json and samples.png, and is locked while a run uses it. Every
+argument and the data are checked before anything is written; a bad input ends in one line
+naming it (``--debug`` shows the traceback). The run is complete once model.pt is written:
+metrics that fail after it are reported and can be re-run with ``eval``.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
+import math
+import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from energyflow._io import atomic_write_bytes, atomic_write_json
+from energyflow._io import atomic_npy, atomic_write_json
 from energyflow.models import MODELS, GenerativeModel, build_model, load_model
 from energyflow.training import metrics
 from energyflow.training.data import BUILTIN, Dataset, load_dataset
-from energyflow.training.fit import ESTIMATORS, OBJECTIVES, TrainConfig, check_setup, fit
+from energyflow.training.fit import (
+    ESTIMATORS,
+    OBJECTIVES,
+    TrainConfig,
+    check_setup,
+    default_estimator,
+    fit,
+)
 from energyflow.training.plots import save_samples_png
+from energyflow.training.run_folder import (
+    CHECKPOINT,
+    CONFIG,
+    FORMAT,
+    METRICS,
+    MODEL,
+    PICTURE,
+    RunLock,
+    check_not_busy,
+    foreign_entries,
+    read_config,
+)
+
+# train options a resumed run may change (everything else must match the saved run)
+RESUMABLE = {"steps", "out", "resume", "debug", "overwrite", "func", "command"}
+SAMPLE_CHUNK_ROWS = 65536
 
 
 def model_for_run(run: dict, dataset: Dataset) -> GenerativeModel:
@@ -38,7 +67,7 @@ def model_for_run(run: dict, dataset: Dataset) -> GenerativeModel:
     return build_model(
         run["model"],
         dataset.features,
-        blocks=min(blocks, dataset.features),
+        blocks=blocks,
         context_features=dataset.context_features,
         hidden_features=tuple(run["hidden"]),
         transforms=run["transforms"],
@@ -66,37 +95,88 @@ def evaluate(
     return result
 
 
-def _fail(message: str) -> int:
-    print(f"energyflow: error: {message}", file=sys.stderr)
-    return 2
+def _load_data(run: dict) -> Dataset:
+    return load_dataset(
+        run["data"],
+        n_train=run["n_train"],
+        seed=run["seed"],
+        context_cols=run["context_cols"],
+        header=run.get("header"),
+    )
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    checkpoint = out / "checkpoint.pt"
-    if args.resume:
-        if not (out / "config.json").exists() or not checkpoint.exists():
-            return _fail(f"--resume: {out} holds no checkpointed run (config.json + checkpoint.pt)")
-        run = json.loads((out / "config.json").read_text())
-    else:
-        if args.data is None:
-            return _fail("train needs --data (a built-in name or a .npy/.csv file)")
-        if checkpoint.exists() or (out / "model.pt").exists():
-            return _fail(
-                f"{out} already holds a run; pass --resume to continue it or choose another --out"
-            )
-        run = {
-            key: value
-            for key, value in vars(args).items()
-            if key not in ("func", "resume", "out", "command")
-        }
-    try:
-        dataset = load_dataset(
-            run["data"], n_train=run["n_train"], seed=run["seed"], context_cols=run["context_cols"]
+def _check_features(run: dict, dataset: Dataset) -> None:
+    if run["blocks"] > dataset.features:
+        raise ValueError(
+            f"--blocks {run['blocks']} exceeds the {dataset.features} features of the data "
+            "(0 means one block per feature)"
         )
-    except ValueError as err:
-        return _fail(str(err))
-    torch.manual_seed(run["seed"])
+
+
+def _resumed_run(args: argparse.Namespace, given: set[str], out: Path) -> dict:
+    """The saved settings of the run in ``out``, with ``--steps`` applied; refuses flags that
+    contradict them."""
+    run = read_config(out)
+    if run is None or not (out / CHECKPOINT).exists():
+        raise ValueError(f"--resume: {out} holds no checkpointed energyflow run")
+
+    def differs(name: str) -> bool:
+        value = getattr(args, name)
+        if name == "data" and value not in BUILTIN:
+            value = str(Path(value).resolve())
+        return value != run.get(name)
+
+    contradicting = [
+        f"--{name.replace('_', '-')} {getattr(args, name)!r} (saved: {run.get(name)!r})"
+        for name in sorted(given - RESUMABLE)
+        if differs(name)
+    ]
+    if contradicting:
+        raise ValueError(
+            "--resume continues the saved run; these flags contradict it: "
+            + "; ".join(contradicting)
+            + ". Drop them (only --steps may change, to extend the run)"
+        )
+    if "steps" in given:
+        if args.steps <= run["steps"] and (out / MODEL).exists():
+            raise ValueError(
+                f"--resume: the run already finished its {run['steps']} steps; pass "
+                f"--steps N > {run['steps']} to extend it"
+            )
+        run = {**run, "steps": args.steps}
+    elif (out / MODEL).exists():
+        raise ValueError(
+            f"--resume: the run already finished its {run['steps']} steps; pass "
+            f"--steps N > {run['steps']} to extend it"
+        )
+    return run
+
+
+def _new_run(args: argparse.Namespace, out: Path) -> dict:
+    if args.data is None:
+        raise ValueError("train needs --data (a built-in name or a .npy/.csv file)")
+    if read_config(out) is not None or (out / CHECKPOINT).exists() or (out / MODEL).exists():
+        raise ValueError(
+            f"{out} already holds a run; pass --resume to continue it or choose another --out"
+        )
+    foreign = foreign_entries(out)
+    if foreign and not args.overwrite:
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise ValueError(
+            f"--out {out} is a non-empty folder that is not an energyflow run ({shown}); "
+            "choose an empty or new folder, or pass --overwrite to write the run files there"
+        )
+    run = {
+        key: value
+        for key, value in vars(args).items()
+        if key not in ("func", "resume", "out", "command", "debug", "overwrite")
+    }
+    if run["data"] not in BUILTIN:
+        run["data"] = str(Path(run["data"]).resolve())  # eval --run works from anywhere
+    return {"format": FORMAT, **run}
+
+
+def _train_config(run: dict, conditional: bool) -> TrainConfig:
     config = TrainConfig(
         objective=run["objective"],
         estimator=run["estimator"],
@@ -108,164 +188,289 @@ def cmd_train(args: argparse.Namespace) -> int:
         checkpoint_every=run["checkpoint_every"],
         samples_per_target=run["samples_per_target"],
     )
-    try:
-        model = model_for_run(run, dataset)
-        context = None if dataset.context_train is None else torch.as_tensor(dataset.context_train)
-        check_setup(model, config, torch.as_tensor(dataset.train), context)
-    except ValueError as err:
-        return _fail(str(err))
-    if not args.resume:
-        atomic_write_json(run, out / "config.json")
-    print(
-        f"training {type(model).__name__} ({sum(p.numel() for p in model.parameters())} "
-        "parameters) on "
-        f"{dataset.name}: {len(dataset.train)} train rows, {dataset.features} features"
-    )
-    state = fit(
-        model,
-        dataset.train,
-        context=dataset.context_train,
-        config=config,
-        checkpoint=checkpoint,
-        resume=args.resume,
-        evaluate=lambda m: evaluate(m, dataset, rows=1000),
-    )
-    model.save(out / "model.pt")
+    estimator = config.estimator or default_estimator(conditional)
+    if config.objective == "energy" and estimator == "score" and config.samples_per_target < 2:
+        raise ValueError(
+            f"--samples-per-target {config.samples_per_target}: the energy score needs at "
+            "least 2 samples per target"
+        )
+    return config
+
+
+def cmd_train(args: argparse.Namespace, given: set[str]) -> int:
+    out = Path(args.out)
+    check_not_busy(out)
+    run = _resumed_run(args, given, out) if args.resume else _new_run(args, out)
+    dataset = _load_data(run)
+    _check_features(run, dataset)
+    torch.manual_seed(run["seed"])
+    config = _train_config(run, dataset.context_features > 0)
+    model = model_for_run(run, dataset)
+    context = None if dataset.context_train is None else torch.as_tensor(dataset.context_train)
+    check_setup(model, config, torch.as_tensor(dataset.train), context)
+    with RunLock(out):
+        if not args.resume:  # another run may have started between the checks and the lock
+            _new_run(args, out)
+        atomic_write_json(run, out / CONFIG)
+        print(
+            f"training {type(model).__name__} ({sum(p.numel() for p in model.parameters())} "
+            f"parameters) on {dataset.name}: {len(dataset.train)} train rows, "
+            f"{dataset.features} features"
+        )
+        try:
+            state = fit(
+                model,
+                dataset.train,
+                context=dataset.context_train,
+                config=config,
+                checkpoint=out / CHECKPOINT,
+                resume=args.resume,
+                evaluate=lambda m: evaluate(m, dataset, rows=1000),
+            )
+        except FloatingPointError as err:
+            raise FloatingPointError(
+                f"{err}; training stopped, and {out / CHECKPOINT} keeps the last good "
+                "checkpoint (if one was written)"
+            ) from None
+        model.save(out / MODEL)  # the run is complete from here on
+        print(f"model:   {out / MODEL}")
+        try:
+            _report(model, dataset, state, out)
+        except Exception as err:  # noqa: BLE001 - the finished model must not be stranded
+            if args.debug:
+                raise
+            print(
+                f"energyflow: warning: the model is saved, but evaluating it failed ({err}); "
+                f"re-run the metrics with `energyflow eval --run {out}`",
+                file=sys.stderr,
+            )
+    return 0
+
+
+def _report(model: GenerativeModel, dataset: Dataset, state, out: Path) -> None:
     result = {
         "steps": state.step,
         "seconds": state.seconds,
-        "seconds_per_step": state.seconds / state.step,
-        "final_loss": state.history[-1]["loss"],
+        "seconds_per_step": state.seconds / max(state.step, 1),
+        "final_loss": state.history[-1]["loss"] if state.history else None,
         **evaluate(model, dataset, full=True),
         "history": [h for h in state.history if "test_energy_distance" in h],
     }
-    atomic_write_json(result, out / "metrics.json")
+    atomic_write_json(result, out / METRICS)
     with torch.no_grad():
         if dataset.context_test is None:
             shown = model.sample((2000,)).numpy()
         else:
             shown = model.sample((), torch.as_tensor(dataset.context_test[:2000])).numpy()
     save_samples_png(
-        out / "samples.png", shown, dataset.test[:2000], dataset.image_shape, type(model).__name__
+        out / PICTURE, shown, dataset.test[:2000], dataset.image_shape, type(model).__name__
     )
     print(
-        f"test energy distance {result['test_energy_distance']:.4f}, C2ST accuracy "
-        f"{result['c2st_accuracy']:.3f}"
+        f"test energy distance {result['test_energy_distance']:.4f}, "
+        f"C2ST accuracy {result['c2st_accuracy']:.3f}"
     )
-    print(
-        f"picture: {out / 'samples.png'}\nmetrics: {out / 'metrics.json'}\nmodel:   "
-        f"{out / 'model.pt'}"
-    )
-    return 0
+    print(f"picture: {out / PICTURE}\nmetrics: {out / METRICS}")
 
 
 def _load_run(run_dir: str) -> tuple[GenerativeModel, dict]:
     path = Path(run_dir)
-    if not (path / "model.pt").exists():
+    if not (path / MODEL).exists():
         raise ValueError(f"--run {path}: no model.pt (train first, or wait for the run to finish)")
-    return load_model(path / "model.pt"), json.loads((path / "config.json").read_text())
-
-
-def cmd_sample(args: argparse.Namespace) -> int:
     try:
-        model, _ = _load_run(args.run)
-    except ValueError as err:
-        return _fail(str(err))
+        model = load_model(path / MODEL)
+    except Exception as err:  # noqa: BLE001 - torch.load raises many kinds on a bad file
+        raise ValueError(
+            f"--run {path}: {MODEL} is not a readable energyflow model "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        ) from None
+    run = read_config(path)
+    if run is None:
+        raise ValueError(f"--run {path}: no readable {CONFIG}")
+    return model, run
+
+
+def _read_context(path: Optional[str], model: GenerativeModel) -> torch.Tensor:
+    if path is None:
+        raise ValueError(
+            "this model is conditional: pass --context FILE.npy with one context row per sample"
+        )
+    if not Path(path).is_file():
+        raise ValueError(f"--context {path}: no such file")
+    try:
+        values = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f"--context {path}: not a readable numeric .npy ({err})") from None
+    if values.ndim == 1 and model.context_features == 1:
+        values = values[:, None]
+    if values.ndim != 2 or values.shape[1] != model.context_features or values.shape[0] == 0:
+        raise ValueError(
+            f"--context {path}: expected a non-empty (rows, {model.context_features}) array, "
+            f"got shape {values.shape}"
+        )
+    if not np.issubdtype(values.dtype, np.number) or np.iscomplexobj(values):
+        raise ValueError(f"--context {path}: expected real numbers, got dtype {values.dtype}")
+    context = torch.as_tensor(values.astype(np.float32))
+    if not torch.isfinite(context).all():
+        row = int(torch.nonzero(~torch.isfinite(context).all(1))[0])
+        raise ValueError(f"--context {path}: row {row} (0-based) holds NaN or inf")
+    return context
+
+
+def cmd_sample(args: argparse.Namespace, given: set[str]) -> int:
+    model, _ = _load_run(args.run)
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise ValueError(f"--out {out}: the folder {out.parent} does not exist")
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; name a .npy file")
     context = None
     if model.context_features:
-        if args.context is None:
-            return _fail(
-                "this model is conditional: pass --context FILE.npy with one context row per sample"
-            )
-        context = torch.as_tensor(np.load(args.context), dtype=torch.float32)
+        context = _read_context(args.context, model)
+        per_row = args.n or 1
+        shape = (
+            (per_row, len(context), model.features) if args.n else (len(context), model.features)
+        )
+    else:
+        if args.context is not None:
+            raise ValueError("--context was given but this model takes no context")
+        per_row = args.n or 10000
+        shape = (per_row, model.features)
+    needed = math.prod(shape) * 4 + 4096
+    free = shutil.disk_usage(out.parent).free
+    if needed > free:
+        raise ValueError(
+            f"--n {per_row}: the samples need {needed / 2**30:.1f} GiB but {out.parent} has "
+            f"{free / 2**30:.1f} GiB free"
+        )
     torch.manual_seed(args.seed)
     start = time.perf_counter()
-    samples = model.sample((args.n,)) if context is None else model.sample((), context)
+    with atomic_npy(out, shape) as array:
+        flat = array.reshape(-1, model.features) if context is None else array
+        _fill_with_samples(model, flat, context, args.n is not None)
     seconds = time.perf_counter() - start
-    buffer = io.BytesIO()
-    np.save(buffer, samples.numpy())
-    atomic_write_bytes(buffer.getvalue(), Path(args.out))
-    print(f"{len(samples.reshape(-1, model.features))} samples in {seconds:.2f} s -> {args.out}")
+    print(f"{math.prod(shape[:-1])} samples in {seconds:.2f} s -> {out} (shape {shape})")
     return 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    try:
-        model, run = _load_run(args.run)
-        dataset = load_dataset(
-            args.data or run["data"],
-            n_train=run["n_train"],
-            seed=run["seed"],
-            context_cols=run["context_cols"],
+def _fill_with_samples(
+    model: GenerativeModel, array: np.ndarray, context: Optional[torch.Tensor], per_row: bool
+) -> None:
+    """Write samples into ``array`` in chunks (constant memory), with a progress bar."""
+    if context is None:
+        chunks = range(0, len(array), SAMPLE_CHUNK_ROWS)
+
+        def draw(start: int) -> tuple[slice, torch.Tensor]:
+            rows = min(SAMPLE_CHUNK_ROWS, len(array) - start)
+            return slice(start, start + rows), model.sample((rows,))
+    elif per_row:  # array (n, rows, D): k draws of every context row at a time
+        k = max(1, SAMPLE_CHUNK_ROWS // len(context))
+        chunks = range(0, len(array), k)
+
+        def draw(start: int) -> tuple[slice, torch.Tensor]:
+            count = min(k, len(array) - start)
+            return slice(start, start + count), model.sample((count,), context)
+    else:  # array (rows, D): one sample per context row
+        chunks = range(0, len(array), SAMPLE_CHUNK_ROWS)
+
+        def draw(start: int) -> tuple[slice, torch.Tensor]:
+            rows = context[start : start + SAMPLE_CHUNK_ROWS]
+            return slice(start, start + len(rows)), model.sample((), rows)
+
+    with torch.no_grad():
+        for start in tqdm(chunks, desc="sampling", unit="chunk", disable=len(chunks) < 4):
+            where, values = draw(start)
+            array[where] = values.numpy()
+
+
+def cmd_eval(args: argparse.Namespace, given: set[str]) -> int:
+    model, run = _load_run(args.run)
+    dataset = _load_data({**run, "data": args.data or run["data"]})
+    if dataset.features != model.features or dataset.context_features != model.context_features:
+        raise ValueError(
+            f"--data {args.data or run['data']}: {dataset.features} features and "
+            f"{dataset.context_features} context columns, but the model has {model.features} "
+            f"and {model.context_features}"
         )
-    except ValueError as err:
-        return _fail(str(err))
     torch.manual_seed(args.seed)
     print(json.dumps(evaluate(model, dataset, full=True), indent=1))
     return 0
 
 
+# ---- arguments ---------------------------------------------------------------------------------
+def _bounded(kind: Callable, low: float, name: str, strict: bool = False) -> Callable:
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {name}, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (strict and value == low):
+            bound = f"> {low}" if strict else f">= {low}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    return parse
+
+
+POSITIVE = _bounded(int, 1, "an integer")
+NON_NEGATIVE = _bounded(int, 0, "an integer")
+AT_LEAST_2 = _bounded(int, 2, "an integer")
+AT_LEAST_10 = _bounded(int, 10, "an integer")
+POSITIVE_FLOAT = _bounded(float, 0.0, "a number", strict=True)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        self.exit(2, f"energyflow {self.prog.split()[-1]}: error: {message}\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(
-        prog="energyflow", description="Train and sample likelihood-free energy flows."
-    )
-    commands = top.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train a model")
-    train.add_argument(
-        "--data",
-        default=None,
-        help=f"built-in ({', '.join(BUILTIN)}) or a .npy/.csv file (not with --resume)",
-    )
-    train.add_argument(
-        "--model",
-        choices=sorted(MODELS),
-        default="saef",
-        help="saef: semi-autoregressive generator; affine: block affine flow",
-    )
-    train.add_argument(
-        "--blocks", type=int, default=2, help="K feature blocks (0: one per feature)"
-    )
-    train.add_argument(
-        "--objective",
-        choices=OBJECTIVES,
-        default="energy",
-        help="mle needs a model with a density (affine)",
-    )
-    train.add_argument(
-        "--estimator",
-        choices=ESTIMATORS,
-        default=None,
-        help="default: distance, or score with context",
-    )
-    train.add_argument("--samples-per-target", type=int, default=2)
-    train.add_argument("--steps", type=int, default=2000)
-    train.add_argument("--batch-size", type=int, default=512)
-    train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--hidden", type=int, nargs="+", default=[256, 256])
-    train.add_argument("--transforms", type=int, default=4, help="affine flow only")
-    train.add_argument(
-        "--noise-features", type=int, default=0, help="saef only: noise units (0: one per feature)"
-    )
-    train.add_argument(
-        "--context-cols", nargs="+", default=[], help="columns (index or CSV name) used as context"
-    )
-    train.add_argument("--n-train", type=int, default=20000, help="rows drawn for the 2-D toys")
-    train.add_argument("--eval-every", type=int, default=500)
-    train.add_argument("--checkpoint-every", type=int, default=500)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--out", required=True, help="run folder")
-    train.add_argument(
-        "--resume", action="store_true", help="continue the checkpointed run in --out"
-    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    top = _Parser(prog="energyflow", description="Train and sample likelihood-free energy flows.")
+    commands = top.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    # no abbreviated options: --resume compares the options written out with the saved run
+    train = commands.add_parser("train", help="train a model", parents=[common], allow_abbrev=False)
+    add = train.add_argument
+    add("--data", default=None, help=f"built-in ({', '.join(BUILTIN)}) or a .npy/.csv file")
+    add("--model", choices=sorted(MODELS), default="saef", help="saef: generator; affine: flow")
+    add("--blocks", type=NON_NEGATIVE, default=2, help="K feature blocks (0: one per feature)")
+    add("--objective", choices=OBJECTIVES, default="energy", help="mle needs --model affine")
+    add("--estimator", choices=ESTIMATORS, default=None, help="default: distance (score: context)")
+    add("--samples-per-target", type=AT_LEAST_2, default=2)
+    add("--steps", type=POSITIVE, default=2000)
+    add("--batch-size", type=AT_LEAST_2, default=512)
+    add("--lr", type=POSITIVE_FLOAT, default=1e-3)
+    add("--hidden", type=POSITIVE, nargs="+", default=[256, 256])
+    add("--transforms", type=POSITIVE, default=4, help="affine flow only")
+    add("--noise-features", type=NON_NEGATIVE, default=0, help="saef only (0: one per feature)")
+    add("--context-cols", nargs="+", default=[], help="columns (index or CSV name) as context")
+    add("--header", action=argparse.BooleanOptionalAction, default=None, help="CSV header row")
+    add("--n-train", type=AT_LEAST_10, default=20000, help="rows drawn for the 2-D toys")
+    add("--eval-every", type=NON_NEGATIVE, default=500)
+    add("--checkpoint-every", type=NON_NEGATIVE, default=500)
+    add("--seed", type=int, default=0)
+    add("--out", required=True, help="run folder")
+    add("--resume", action="store_true", help="continue (or, with --steps, extend) the run")
+    add("--overwrite", action="store_true", help="allow a non-empty folder that is not a run")
     train.set_defaults(func=cmd_train)
-    sample = commands.add_parser("sample", help="draw samples from a trained model")
+    sample = commands.add_parser(
+        "sample", help="draw samples from a trained model", parents=[common], allow_abbrev=False
+    )
     sample.add_argument("--run", required=True)
-    sample.add_argument("--n", type=int, default=10000)
-    sample.add_argument("--context", default=None, help=".npy of context rows (conditional models)")
+    sample.add_argument(
+        "--n",
+        type=POSITIVE,
+        default=None,
+        help="samples (default 10000); with --context: samples per context row, giving "
+        "(n, rows, D) (default: one per row, giving (rows, D))",
+    )
+    sample.add_argument("--context", default=None, help=".npy of context rows (conditional)")
     sample.add_argument("--out", required=True, help=".npy file")
     sample.add_argument("--seed", type=int, default=0)
     sample.set_defaults(func=cmd_sample)
-    evaluation = commands.add_parser("eval", help="test metrics of a trained model")
+    evaluation = commands.add_parser(
+        "eval", help="test metrics of a model", parents=[common], allow_abbrev=False
+    )
     evaluation.add_argument("--run", required=True)
     evaluation.add_argument("--data", default=None, help="default: the run's data")
     evaluation.add_argument("--seed", type=int, default=0)
@@ -273,9 +478,32 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _given_options(top: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str]):
+    """The destinations of the options written out in ``argv`` (not left at their defaults)."""
+    sub = next(
+        action.choices[args.command]
+        for action in top._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    given = set()
+    for action in sub._actions:
+        for option in action.option_strings:
+            if any(word == option or word.startswith(option + "=") for word in argv):
+                given.add(action.dest)
+    return given
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    args = parser().parse_args(argv)
-    return args.func(args)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = parser()
+    args = top.parse_args(argv)
+    try:
+        return args.func(args, _given_options(top, args, argv))
+    except (ValueError, OSError, FloatingPointError) as err:
+        if args.debug:
+            raise
+        print(f"energyflow: error: {err}", file=sys.stderr)
+        return 1 if isinstance(err, FloatingPointError) else 2
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -94,67 +95,142 @@ def digits(rng: np.random.Generator) -> np.ndarray:
     return ((pixels + rng.random(pixels.shape)) / 17.0).astype(np.float32)
 
 
-def _read_csv(path: Path) -> tuple[np.ndarray, Optional[list[str]]]:
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    rows = [r for r in rows if r and any(cell.strip() for cell in r)]
-    if not rows:
-        raise ValueError(f"{path}: the file has no rows")
-    header = None
+DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab"}
+
+
+def _parse_number(cell: str, comma_decimal: bool) -> float:
+    cell = cell.strip()
+    return float(cell.replace(",", ".") if comma_decimal else cell)
+
+
+def _is_number(cell: str, comma_decimal: bool) -> bool:
     try:
-        [float(cell) for cell in rows[0]]
+        _parse_number(cell, comma_decimal)
     except ValueError:
-        header, rows = [cell.strip() for cell in rows[0]], rows[1:]
-    width = len(header) if header else len(rows[0]) if rows else 0
-    values = np.empty((len(rows), width), dtype=np.float64)
-    first_row = 2 if header else 1
-    for i, row in enumerate(rows):
+        return False
+    return True
+
+
+def _delimiter(path: Path, text: str) -> str:
+    """The delimiter of a CSV: comma, semicolon or tab, whichever splits the first lines into
+    the same number (> 1) of cells; a comma when every line is a single column."""
+    lines = [line for line in text.splitlines() if line.strip()][:20]
+    for delimiter in (";", "\t", ","):
+        counts = {len(next(csv.reader([line], delimiter=delimiter))) for line in lines}
+        if len(counts) == 1 and counts.pop() > 1:
+            return delimiter
+    if any(";" in line or "\t" in line for line in lines):
+        raise ValueError(
+            f"{path}: could not tell the delimiter (the lines split into different numbers of "
+            "cells); use one of comma, semicolon or tab throughout"
+        )
+    return ","
+
+
+def _read_csv(path: Path, header: Optional[bool]) -> tuple[np.ndarray, Optional[list[str]], int]:
+    """Values, column names (or None) and the line number of the first data row.
+
+    Rule: the first row is a header unless ``header`` says otherwise or one of its cells parses
+    as a number (``1,2,3`` is data; ``a,b,3`` is taken for a header only if forced). A byte-order
+    mark is stripped. With a semicolon or tab delimiter, decimal commas (``1,5``) are read.
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text CSV file (is it a .npy renamed .csv?)") from None
+    delimiter = _delimiter(path, text)
+    comma_decimal = delimiter != ","
+    numbered = [
+        (number, row)
+        for number, row in enumerate(csv.reader(text.splitlines(), delimiter=delimiter), start=1)
+        if row and any(cell.strip() for cell in row)
+    ]
+    if not numbered:
+        raise ValueError(f"{path}: the file has no rows")
+    first = numbered[0][1]
+    if header is None:
+        header = not any(_is_number(cell, comma_decimal) for cell in first)
+    names = None
+    if header:
+        names, numbered = [cell.strip() for cell in first], numbered[1:]
+    if not numbered:
+        raise ValueError(f"{path}: the file has a header but no data rows")
+    width = len(names) if names else len(numbered[0][1])
+    values = np.empty((len(numbered), width), dtype=np.float64)
+    for i, (number, row) in enumerate(numbered):
         if len(row) != width:
             raise ValueError(
-                f"{path}: row {i + first_row} has {len(row)} columns, expected {width}"
+                f"{path}: row {number} has {len(row)} columns, expected {width} "
+                f"({DELIMITERS[delimiter]}-separated)"
             )
         for j, cell in enumerate(row):
             try:
-                values[i, j] = float(cell)
+                values[i, j] = _parse_number(cell, comma_decimal)
             except ValueError:
                 raise ValueError(
-                    f"{path}: row {i + first_row}, column {j + 1} is not a number: {cell!r}"
+                    f"{path}: row {number}, column {j + 1} is not a number: {cell!r} "
+                    f"({DELIMITERS[delimiter]}-separated)"
                 ) from None
-    return values, header
+    kind = f"a header ({', '.join(names)})" if names else "no header"
+    print(f"reading {path}: {DELIMITERS[delimiter]}-separated, {kind}", file=sys.stderr)
+    return values, names, numbered[0][0]
 
 
-def read_table(path: Path) -> tuple[np.ndarray, Optional[list[str]]]:
-    """A 2-D float array (rows, columns) from .npy or .csv, checked for NaN/inf and size."""
+def _read_npy(path: Path) -> np.ndarray:
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            raise ValueError(f"{path}: not a readable .npy file (is it a CSV renamed .npy?)")
+    try:
+        values = np.load(path, allow_pickle=False)
+    except ValueError as err:  # object arrays need pickle
+        raise ValueError(f"{path}: not a numeric array ({err}); save a float array") from None
+    except (OSError, EOFError) as err:
+        raise ValueError(f"{path}: not a readable .npy file ({err})") from None
+    if not isinstance(values, np.ndarray):
+        raise ValueError(f"{path}: expected one array, got a {type(values).__name__}")
+    if values.ndim != 2:
+        raise ValueError(f"{path}: expected a 2-D array (rows, features), got shape {values.shape}")
+    if np.iscomplexobj(values):
+        raise ValueError(f"{path}: complex values are not supported; pass real features")
+    if values.dtype == bool or not np.issubdtype(values.dtype, np.number):
+        raise ValueError(f"{path}: expected a numeric array, got dtype {values.dtype}")
+    if values.size == 0:
+        raise ValueError(f"{path}: the array is empty (shape {values.shape})")
+    return values
+
+
+def read_table(path: Path, header: Optional[bool] = None) -> tuple[np.ndarray, Optional[list[str]]]:
+    """A 2-D float32 array (rows, columns) from .npy or .csv (any case), checked for NaN/inf
+    after the cast to float32 (so 1e39 is caught) and for size; the errors name file, row and
+    column. ``header`` forces the CSV header rule (see ``_read_csv``)."""
     if not path.exists():
         raise ValueError(f"--data {path}: no such file (or use a built-in: {', '.join(BUILTIN)})")
-    if path.suffix == ".npy":
-        values, header = np.load(path, allow_pickle=False), None
-        if values.ndim != 2:
-            raise ValueError(
-                f"{path}: expected a 2-D array (rows, features), got shape {values.shape}"
-            )
-        if not np.issubdtype(values.dtype, np.number):
-            raise ValueError(f"{path}: expected a numeric array, got dtype {values.dtype}")
-        values = values.astype(np.float64)
-        first_row = 0
-    elif path.suffix == ".csv":
-        values, header = _read_csv(path)
-        first_row = 2 if header else 1
+    if path.is_dir():
+        raise ValueError(f"--data {path}: is a folder, not a data file")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        values, names, first_row = _read_npy(path), None, 1
+    elif suffix == ".csv":
+        values, names, first_row = _read_csv(path, header)
     else:
         raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use .npy or .csv")
-    bad = ~np.isfinite(values)
+    with np.errstate(over="ignore"):
+        cast = values.astype(np.float32)
+    bad = ~np.isfinite(cast)
     if bad.any():
         i, j = np.argwhere(bad)[0]
+        where = f"row {i + first_row}" if suffix == ".csv" else f"row {i} (0-based)"
+        what = values[i, j]
+        reason = "NaN/inf" if not np.isfinite(what) else "beyond the float32 range (3.4e38)"
         raise ValueError(
-            f"{path}: row {i + first_row}, column {j + 1} is {values[i, j]} (NaN/inf); clean "
-            "the data first"
+            f"{path}: {where}, column {j + 1} is {what} ({reason}); clean the data first"
         )
-    if len(values) < MIN_ROWS:
+    if len(cast) < MIN_ROWS:
         raise ValueError(
-            f"{path}: {len(values)} rows is too few; at least {MIN_ROWS} are needed for a "
+            f"{path}: {len(cast)} rows is too few; at least {MIN_ROWS} are needed for a "
             "train/test split"
         )
-    return values.astype(np.float32), header
+    return cast, names
 
 
 def _column_indices(
@@ -176,6 +252,8 @@ def _column_indices(
                 f"--context-cols: column {index} is out of range for {path} ({width} columns)"
             )
         indices.append(index)
+    if len(set(indices)) != len(indices):
+        raise ValueError(f"--context-cols: {list(spec)} names a column twice")
     return indices
 
 
@@ -187,8 +265,12 @@ def load_dataset(
     test_fraction: float = 0.2,
     seed: int = 0,
     context_cols: Sequence[str] = (),
+    header: Optional[bool] = None,
 ) -> Dataset:
     """A built-in dataset by name, or a .npy / .csv file split into train and test.
+
+    ``header`` forces whether a CSV's first row is a header (default: decided by ``_read_csv``'s
+    rule). Duplicate ``context_cols`` are refused.
 
     Example:
         >>> moons = load_dataset("moons", n_train=1000, n_test=200)
@@ -207,15 +289,15 @@ def load_dataset(
             raise ValueError("--context-cols needs a data file; digits has no context columns")
         values = digits(rng)
         image_shape: Optional[tuple[int, int]] = (8, 8)
-        header = None
     else:
-        values, header = read_table(Path(name_or_path))
+        values, header = read_table(Path(name_or_path), header)
         image_shape = None
     order = rng.permutation(len(values))
     n_test_rows = max(1, int(round(test_fraction * len(values))))
     test_rows, train_rows = order[:n_test_rows], order[n_test_rows:]
+    names = None if name_or_path == "digits" else header
     context_idx = (
-        _column_indices(context_cols, header, values.shape[1], name_or_path) if context_cols else []
+        _column_indices(context_cols, names, values.shape[1], name_or_path) if context_cols else []
     )
     data_idx = [j for j in range(values.shape[1]) if j not in context_idx]
     if not data_idx:

@@ -15,6 +15,7 @@ from one continues bit for bit like an uninterrupted run with the same seed.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ __all__ = [
     "default_estimator",
     "fit",
     "loss_on_batch",
+    "lr_factor",
 ]
 
 
@@ -65,9 +67,44 @@ class TrainConfig:
 
 @dataclass
 class TrainState:
+    """Progress of a run: steps done, per-step records, seconds, and the learning-rate schedule
+    as cosine segments ``[start_step, end_step, start_factor]`` (see ``lr_factor``)."""
+
     step: int = 0
     history: list = field(default_factory=list)
     seconds: float = 0.0
+    lr_segments: list = field(default_factory=list)
+
+
+# The cosine schedule decays the learning rate to this fraction of ``lr``.
+MIN_LR_FRACTION = 0.02
+
+
+def lr_factor(segments: list, step: int) -> float:
+    """The learning rate at ``step`` as a fraction of ``lr``: a cosine from each segment's start
+    factor down to MIN_LR_FRACTION at its end. A run extended beyond its planned steps gets a new
+    segment that starts where the schedule stood, so the rate never climbs back up.
+
+    Example:
+        >>> lr_factor([[0, 100, 1.0]], 0), lr_factor([[0, 100, 1.0]], 100)
+        (1.0, 0.02)
+    """
+    start, end, begin = next((seg for seg in reversed(segments) if seg[0] <= step), segments[0])
+    progress = min(max((step - start) / max(end - start, 1), 0.0), 1.0)
+    return MIN_LR_FRACTION + (begin - MIN_LR_FRACTION) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _plan_steps(state: TrainState, steps: int) -> None:
+    """Make the schedule end at ``steps``: the first plan, or an extension of a resumed run."""
+    if not state.lr_segments:
+        state.lr_segments = [[0, steps, 1.0]]
+    elif steps <= state.step:
+        raise ValueError(
+            f"steps={steps} but the run has already done {state.step} steps; pass more steps "
+            "to extend it"
+        )
+    elif steps != state.lr_segments[-1][1]:
+        state.lr_segments.append([state.step, steps, lr_factor(state.lr_segments, state.step)])
 
 
 def default_estimator(conditional: bool) -> str:
@@ -146,7 +183,10 @@ def fit(
 
     ``config`` fields may also be given as keywords (``steps=...``, ``lr=...``). With
     ``checkpoint`` a checkpoint is written every ``checkpoint_every`` steps and at the end;
-    ``resume=True`` continues from it. ``evaluate(model)`` runs every ``eval_every`` steps (its
+    ``resume=True`` continues from it, and more ``steps`` than planned extend the run (the
+    learning rate continues its decay from where it stood, ``lr_factor``). A loss that becomes
+    NaN or inf raises FloatingPointError before the step, leaving the last checkpoint intact.
+    ``evaluate(model)`` runs every ``eval_every`` steps (its
     randomness is isolated, so it does not change the training run) and lands in the history.
 
     Example:
@@ -165,7 +205,6 @@ def fit(
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed + 1)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, config.steps)
     state = TrainState()
     if resume:
         if checkpoint is None or not Path(checkpoint).exists():
@@ -173,12 +212,12 @@ def fit(
         saved = torch.load(checkpoint, weights_only=False)
         model.load_state_dict(saved["model"])
         optimiser.load_state_dict(saved["optimiser"])
-        schedule.load_state_dict(saved["schedule"])
         torch.set_rng_state(saved["rng"]["torch"])
         generator.set_state(saved["rng"]["data"])
         state = TrainState(**saved["state"])
     else:
         model.fit_standardisation(data)
+    _plan_steps(state, config.steps)
 
     def save() -> None:
         if checkpoint is not None:
@@ -186,7 +225,6 @@ def fit(
                 {
                     "model": model.state_dict(),
                     "optimiser": optimiser.state_dict(),
-                    "schedule": schedule.state_dict(),
                     "rng": _rng_state(generator),
                     "state": asdict(state),
                     "config": asdict(config),
@@ -207,15 +245,16 @@ def fit(
     while state.step < config.steps:
         rows = torch.randint(len(data), (config.batch_size,), generator=generator)
         loss = loss_on_batch(model, config, data[rows], None if context is None else context[rows])
-        if not torch.isfinite(loss):
+        if not torch.isfinite(loss):  # nothing is written: the last checkpoint stays good
             raise FloatingPointError(
                 f"the loss became {loss.item()} at step {state.step}; lower the learning rate"
             )
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        for group in optimiser.param_groups:
+            group["lr"] = config.lr * lr_factor(state.lr_segments, state.step)
         optimiser.step()
-        schedule.step()
         state.step += 1
         state.seconds = time.perf_counter() - started
         record = {"step": state.step, "loss": loss.item(), "seconds": state.seconds}

@@ -50,7 +50,8 @@ def c2st(
     samples: ArrayLike, data: ArrayLike, *, folds: int = 5, seed: int = 0, max_rows: int = 5000
 ) -> float:
     """Classifier two-sample test: mean cross-validated accuracy of an MLP classifier separating
-    samples from data (equal counts, standardised features). 0.5: indistinguishable.
+    samples from data (equal counts, standardised features). 0.5: indistinguishable. With fewer
+    than ``folds`` rows per class the folds shrink to the rows; below 2 rows it is NaN.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -64,14 +65,17 @@ def c2st(
 
     a, b = _tensor(samples, "samples").numpy(), _tensor(data, "data").numpy()
     n = min(len(a), len(b), max_rows)
+    if n < 2:
+        return float("nan")  # a classifier cannot be cross-validated on one row per class
     rng = np.random.default_rng(seed)
     x = np.concatenate([a[rng.permutation(len(a))[:n]], b[rng.permutation(len(b))[:n]]])
     y = np.concatenate([np.zeros(n), np.ones(n)])
+    # small data: fewer folds, and no early-stopping split that would be too small to score
     classifier = make_pipeline(
         StandardScaler(),
-        MLPClassifier((64, 64), max_iter=300, early_stopping=True, random_state=seed),
+        MLPClassifier((64, 64), max_iter=300, early_stopping=n >= 50, random_state=seed),
     )
-    return float(cross_val_score(classifier, x, y, cv=folds).mean())
+    return float(cross_val_score(classifier, x, y, cv=min(folds, n)).mean())
 
 
 def mmd(

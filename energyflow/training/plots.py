@@ -72,6 +72,17 @@ def samples_figure(
     return fig
 
 
+def _scatter_figure(samples: np.ndarray, data: np.ndarray, title: str):
+    """The plainest picture: the first two columns (or the first against its index)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for points, name in ((data, "data"), (samples, title)):
+        y = points[:, 1] if points.shape[1] > 1 else np.arange(len(points))
+        ax.scatter(points[:, 0], y, s=2, alpha=0.5, label=name)
+    ax.legend(fontsize=7)
+    return fig
+
+
 def save_samples_png(
     path: Path,
     samples: np.ndarray,
@@ -79,9 +90,20 @@ def save_samples_png(
     image_shape=None,
     title: str = "model samples",
 ) -> None:
+    """Write the comparison picture atomically. Non-finite samples are left out (their count goes
+    into the title); degenerate data (constant columns, a handful of rows) that the richer
+    layouts cannot draw falls back to a plain scatter."""
     plt = _pyplot()
-    fig = samples_figure(samples, data, image_shape, title)
-    fig.tight_layout()
+    finite = np.isfinite(samples).all(axis=1)
+    if not finite.all():
+        title = f"{title} ({int((~finite).sum())} non-finite left out)"
+        samples = samples[finite]
+    try:
+        fig = samples_figure(samples, data, image_shape, title)
+        fig.tight_layout()
+    except (ValueError, IndexError, np.linalg.LinAlgError):
+        plt.close("all")
+        fig = _scatter_figure(samples, data, title)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
