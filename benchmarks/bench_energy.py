@@ -235,6 +235,37 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(cells) + " |" for cells in rows]
 
 
+def _score_table(rows: list[dict]) -> list[str]:
+    lines = [
+        "",
+        "### energy_score, forward+backward (samples require grad)",
+        "",
+        "against the broadcast `(B, m, m, D)` version of the paper's code.",
+        "",
+    ]
+    cells = []
+    for r in rows:
+        broadcast = (
+            [f"{r['broadcast s']:.5f}", f"**{r['speedup']:.1f}x**", f"{r['broadcast peak mb']:.0f}"]
+            if "speedup" in r
+            else ["-", "-", r.get("note", "")]
+        )
+        ours = [f"{r['energyflow s']:.5f}", f"{r['energyflow peak mb']:.0f}"]
+        cells.append([str(r["B"]), str(r["m"]), str(r["D"]), *ours, *broadcast])
+    header = ["B", "m", "D", "energyflow s", "peak (MB)", "broadcast s", "speedup", "peak (MB)"]
+    return lines + _table(header, cells)
+
+
+def _beta_table(rows: list[dict]) -> list[str]:
+    lines = ["", "### General beta: energy_distance fwd+bwd (both), beta = 0.7 vs beta = 1", ""]
+    cells = [
+        [str(r["N"]), str(r["D"]), f"{r['beta=1 s']:.4f}", f"{r['beta=0.7 s']:.4f}"]
+        + [f"{r['cost ratio']:.2f}x"]
+        for r in rows
+    ]
+    return lines + _table(["N = M", "D", "beta = 1 s", "beta = 0.7 s", "cost of 0.7"], cells)
+
+
 def markdown(machine: dict, results: dict) -> str:
     gpu = f" ({machine['gpu']}, triton {machine.get('triton')})" if "gpu" in machine else ""
     lines = [
@@ -259,36 +290,10 @@ def markdown(machine: dict, results: dict) -> str:
     lines += _table(
         ["N = M", "D", "setup", "method", "seconds", "energyflow speedup", "peak extra (MB)"], cells
     )
-    lines += [
-        "",
-        "### energy_score, forward+backward (samples require grad)",
-        "",
-        "against the broadcast `(B, m, m, D)` version of the paper's code.",
-        "",
-    ]
-    cells = []
-    for r in results["score"]:
-        broadcast = (
-            [f"{r['broadcast s']:.5f}", f"**{r['speedup']:.1f}x**", f"{r['broadcast peak mb']:.0f}"]
-            if "speedup" in r
-            else ["-", "-", r.get("note", "")]
-        )
-        ours = [f"{r['energyflow s']:.5f}", f"{r['energyflow peak mb']:.0f}"]
-        cells.append([str(r["B"]), str(r["m"]), str(r["D"]), *ours, *broadcast])
-    header = ["B", "m", "D", "energyflow s", "peak (MB)", "broadcast s", "speedup", "peak (MB)"]
-    lines += _table(header, cells)
-    lines += ["", "### General beta: energy_distance fwd+bwd (both), beta = 0.7 vs beta = 1", ""]
-    cells = [
-        [
-            str(r["N"]),
-            str(r["D"]),
-            f"{r['beta=1 s']:.4f}",
-            f"{r['beta=0.7 s']:.4f}",
-            f"{r['cost ratio']:.2f}x",
-        ]
-        for r in results["beta"]
-    ]
-    lines += _table(["N = M", "D", "beta = 1 s", "beta = 0.7 s", "cost of 0.7"], cells)
+    if results["score"]:
+        lines += _score_table(results["score"])
+    if results["beta"]:
+        lines += _beta_table(results["beta"])
     sliced = results.get("sliced")
     if sliced:
         lines += [
@@ -318,6 +323,9 @@ def main() -> None:
         "--slow-limit", type=int, default=16384, help="largest N at which baselines run"
     )
     parser.add_argument("--sliced-n", type=int, default=1_000_000, help="0 skips the sliced run")
+    parser.add_argument(
+        "--distance-only", action="store_true", help="skip the energy-score, beta and sliced parts"
+    )
     parser.add_argument("--name", default=None, help="results file stem (default energy_<device>)")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -329,12 +337,15 @@ def main() -> None:
         "distance": distance_rows(
             args.device, args.sizes, args.dims, args.repeats, budget, args.slow_limit
         ),
-        "score": score_rows(
-            args.device, args.score_batches, args.score_ms, args.dims, args.repeats, budget
-        ),
-        "beta": beta_rows(args.device, 4096, args.dims, args.repeats),
+        "score": [],
+        "beta": [],
     }
-    if args.sliced_n:
+    if not args.distance_only:
+        results["score"] = score_rows(
+            args.device, args.score_batches, args.score_ms, args.dims, args.repeats, budget
+        )
+        results["beta"] = beta_rows(args.device, 4096, args.dims, args.repeats)
+    if args.sliced_n and not args.distance_only:
         results["sliced"] = sliced_row(args.device, args.sliced_n, 16, 64)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = args.name or f"energy_{args.device}"

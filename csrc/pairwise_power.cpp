@@ -75,11 +75,16 @@ std::vector<at::Tensor> row_stats_gemm(const at::Tensor& x, const at::Tensor& y,
   // double copies): any common shift leaves every distance unchanged.
   const at::Tensor centre = y.sum(1, true, at::kDouble).div(n_cols).to(x.scalar_type());
   const int64_t dim_pad = padding(dim), col_pad = padding(n_cols);
-  const at::Tensor xc = at::constant_pad_nd(x - centre, {0, dim_pad}, 0).contiguous();
-  const at::Tensor y_rows = at::constant_pad_nd(y - centre, {0, dim_pad, 0, col_pad}, 0).contiguous();
+  // (pads only where needed, and squared norms by a reduction: no extra N x D temporaries)
+  const at::Tensor x_shifted = x - centre, y_shifted = y - centre;
+  const at::Tensor xc =
+      dim_pad ? at::constant_pad_nd(x_shifted, {0, dim_pad}, 0) : x_shifted.contiguous();
+  const at::Tensor y_rows = dim_pad || col_pad
+                                ? at::constant_pad_nd(y_shifted, {0, dim_pad, 0, col_pad}, 0)
+                                : y_shifted.contiguous();
   const at::Tensor y_t = y_rows.transpose(1, 2).contiguous();
-  const at::Tensor x_sq = xc.square().sum(-1).contiguous();
-  const at::Tensor y_sq = y_rows.square().sum(-1).contiguous();
+  const at::Tensor x_sq = at::linalg_vector_norm(xc, 2, {-1}).square_().contiguous();
+  const at::Tensor y_sq = at::linalg_vector_norm(y_rows, 2, {-1}).square_().contiguous();
   const at::Tensor bc = at::constant_pad_nd(b, {0, col_pad}, 0).contiguous();
   // d2 below tol (|x|^2 + |y|^2) is within the expansion's rounding: recomputed exactly.
   const double tol = x.scalar_type() == at::kDouble ? std::ldexp(1.0, -26) : std::ldexp(1.0, -10);

@@ -68,19 +68,26 @@ def _rectangles(flat_tiles: list[int]) -> list[tuple[int, int, int, int]]:
     return [tuple(flat_tiles[i : i + 4]) for i in range(0, len(flat_tiles), 4)]  # type: ignore[misc]
 
 
+def _common_prefix(tiles: list[int], out_features: int) -> Optional[int]:
+    """The input prefix every output reads when the mask is one rectangle over all rows (then
+    the layer is a plain linear map on that prefix), else None."""
+    if len(tiles) == 4 and tiles[0] == 0 and tiles[1] == out_features and tiles[2] == 0:
+        return tiles[3]
+    return None
+
+
 # ---- blocked: one GEMM per rectangle of the staircase -----------------------------------------
 def _blocked_forward(
     x: Tensor, weight: Tensor, bias: Optional[Tensor], prefix: Tensor, tiles: list[int],
     activation: str, keep_preactivation: bool,
 ) -> tuple[Tensor, Optional[Tensor]]:  # fmt: skip
-    rectangles = _rectangles(tiles)
-    if len(rectangles) == 1 and rectangles[0][:3] == (0, weight.shape[0], 0):
-        # every output reads the same input prefix: a plain (prefix-restricted) linear map
-        z = F.linear(x[:, : rectangles[0][3]], weight[:, : rectangles[0][3]], bias)
+    prefix_all = _common_prefix(tiles, weight.shape[0])
+    if prefix_all is not None:
+        z = F.linear(x[:, :prefix_all], weight[:, :prefix_all], bias)
     else:
         rows = (x.shape[0], weight.shape[0])
         z = x.new_zeros(rows) if bias is None else bias.expand(rows).clone()
-        for row_start, row_end, col_start, col_end in rectangles:
+        for row_start, row_end, col_start, col_end in _rectangles(tiles):
             z[:, row_start:row_end].addmm_(
                 x[:, col_start:col_end], weight[row_start:row_end, col_start:col_end].t()
             )
@@ -92,6 +99,9 @@ def _blocked_forward(
 def _blocked_grad_input(
     grad_z: Tensor, weight: Tensor, first_out: Tensor, tiles: list[int]
 ) -> Tensor:
+    prefix_all = _common_prefix(tiles, weight.shape[0])
+    if prefix_all is not None:
+        return F.pad(grad_z.mm(weight[:, :prefix_all]), (0, weight.shape[1] - prefix_all))
     grad_x = grad_z.new_zeros(grad_z.shape[0], weight.shape[1])
     for row_start, row_end, col_start, col_end in _rectangles(tiles):
         grad_x[:, col_start:col_end].addmm_(
@@ -101,6 +111,9 @@ def _blocked_grad_input(
 
 
 def _blocked_grad_weight(grad_z: Tensor, x: Tensor, prefix: Tensor, tiles: list[int]) -> Tensor:
+    prefix_all = _common_prefix(tiles, grad_z.shape[1])
+    if prefix_all is not None:
+        return F.pad(grad_z.t().mm(x[:, :prefix_all]), (0, x.shape[1] - prefix_all))
     grad_w = x.new_zeros(grad_z.shape[1], x.shape[1])
     for row_start, row_end, col_start, col_end in _rectangles(tiles):
         torch.mm(
@@ -224,7 +237,10 @@ def _backward(ctx, grad_out, _grad_preactivation):
     if activation != "none":
         if z.numel() == 0 and grad_out.numel() != 0:
             raise RuntimeError("masked_linear: the pre-activation was not kept for backward")
-        grad_z = grad_out * activation_derivative(activation, z)
+        if activation == "relu":  # one pass, as torch's own relu backward
+            grad_z = torch.ops.aten.threshold_backward(grad_out, z, 0.0)
+        else:
+            grad_z = grad_out * activation_derivative(activation, z)
     need = ctx.needs_input_grad
     grad_x = _grad_input_op(grad_z, weight, first_out, tiles, backend) if need[0] else None
     grad_w = _grad_weight_op(grad_z, x, prefix, tiles, backend) if need[1] else None

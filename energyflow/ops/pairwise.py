@@ -129,7 +129,7 @@ def _side(
     total = _weighted_total(weights, rowsum)
     if not want_grad:
         return total, rowsum.new_empty(0), rowsum.new_empty(0)
-    points_grad = (scale * beta) * weights.to(rowsum.dtype)[..., None] * wdiff
+    points_grad = wdiff.mul_((scale * beta) * weights.to(rowsum.dtype)[..., None])  # ours: in place
     return total, points_grad, scale * rowsum
 
 

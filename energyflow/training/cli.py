@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -323,6 +324,8 @@ def cmd_sample(args: argparse.Namespace, given: set[str]) -> int:
         raise ValueError(f"--out {out}: the folder {out.parent} does not exist")
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder; name a .npy file")
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: the folder {out.parent} is not writable")
     context = None
     if model.context_features:
         context = _read_context(args.context, model)

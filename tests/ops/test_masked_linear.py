@@ -22,6 +22,7 @@ ACTS = [None, "relu", "gelu", "silu", "tanh", "elu"]
     [
         ([3, 17, 1, 20], [5, 2, 19, 11]),  # uneven levels, tiles straddling the 16-wide tiles
         ([2, 3], [4, 5]),  # strict: one rectangle that covers only the level-1 rows
+        ([5], [7]),  # one level: a plain linear map when not strict, all masked when strict
     ],
 )
 def test_layer_paths_match_reference(backend, activation, dtype, in_sizes, out_sizes):

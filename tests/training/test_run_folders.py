@@ -254,6 +254,14 @@ def test_sample_and_eval_arguments(tmp_path, capsys):
     missing = str(tmp_path / "no" / "s.npy")
     assert main(["sample", "--run", str(out), "--out", missing]) == 2
     assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("")
+    assert main(["sample", "--run", str(out), "--out", str(tmp_path / "a_file" / "s.npy")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    locked = tmp_path / "read_only"
+    locked.mkdir(mode=0o555)
+    if not os.access(locked, os.W_OK):  # (root writes anywhere: then this case cannot be made)
+        assert main(["sample", "--run", str(out), "--out", str(locked / "s.npy")]) == 2
+        assert "not writable" in capsys.readouterr().err
     assert main(["sample", "--run", str(out), "--n", "100000000000", "--out", samples]) == 2
     assert "GiB" in capsys.readouterr().err and not Path(samples).exists()
     three = tmp_path / "three.npy"
