@@ -78,6 +78,15 @@ inline void weighted_powers(T d2, T b, T half_beta, T& bp, T& w) {
   }
 }
 
+// Columns [j0, j0 + nj) of y_t (dim rows, n_cols apart) copied into one contiguous (dim, nj)
+// panel: rows n_cols apart map to the same cache sets for large n_cols and evict each other.
+template <typename T>
+inline void copy_panel(const T* y_t, int64_t n_cols, int64_t j0, int64_t nj, int64_t dim,
+                       T* panel) {
+  for (int64_t k = 0; k < dim; ++k)
+    std::copy(y_t + k * n_cols + j0, y_t + k * n_cols + j0 + nj, panel + k * nj);
+}
+
 // ---- exact-difference path ------------------------------------------------------------------
 template <Power P, typename T>
 void exact_row_block(const T* x, const T* y_t, const T* b, int64_t row_begin, int64_t row_end,
@@ -91,13 +100,11 @@ void exact_row_block(const T* x, const T* y_t, const T* b, int64_t row_begin, in
   std::vector<double> row_total(n_rows, 0.0);
   std::vector<double> wdiff_total(want_grad ? n_rows * dim : 0, 0.0);
 
-  std::vector<T> panel_buffer(dim * kColChunk);  // see gemm_row_block
-  T* panel = panel_buffer.data();
+  std::vector<T> panel(dim * kColChunk);
   for (int64_t j0 = 0; j0 < n_cols; j0 += kColChunk) {
     const int64_t nj = std::min(kColChunk, n_cols - j0);
     const T* b_chunk = b + j0;
-    for (int64_t k = 0; k < dim; ++k)
-      std::copy(y_t + k * n_cols + j0, y_t + k * n_cols + j0 + nj, panel + k * nj);
+    copy_panel(y_t, n_cols, j0, nj, dim, panel.data());
     for (int64_t i = row_begin; i < row_end; i += kRows) {
       const int64_t rows_here = std::min(kRows, row_end - i);
       const T* xr[kRows];
@@ -106,7 +113,7 @@ void exact_row_block(const T* x, const T* y_t, const T* b, int64_t row_begin, in
       for (int64_t jb = 0; jb < nj; jb += kLanes) {
         T acc[kRows][kLanes] = {};
         for (int64_t k = 0; k < dim; ++k) {
-          const T* yk = panel + k * nj + jb;
+          const T* yk = panel.data() + k * nj + jb;
           T xk[kRows];
           for (int64_t r = 0; r < kRows; ++r) xk[r] = xr[r][k];
 #pragma omp simd
@@ -144,7 +151,7 @@ void exact_row_block(const T* x, const T* y_t, const T* b, int64_t row_begin, in
           const T* wr = w[r];
           for (int64_t k = 0; k < dim; ++k) {
             const T xk = xr[r][k];
-            const T* yk = panel + k * nj;
+            const T* yk = panel.data() + k * nj;
             T acc = T(0);
 #pragma omp simd reduction(+ : acc)
             for (int64_t j = 0; j < nj; ++j) acc += wr[j] * (xk - yk[j]);
@@ -223,16 +230,12 @@ void gemm_row_block(const T* x, const T* x_sq, const T* y_t, const T* y_rows, co
   std::vector<double> wy_total(want_grad ? n_rows * dim : 0, 0.0);
   std::vector<double> exact_total(want_grad ? n_rows * dim : 0, 0.0);
 
-  // This chunk of Y^T copied into one contiguous (dim, nj) panel: rows of y_t lie n_cols apart,
-  // which for large n_cols map to the same cache sets and evict each other.
-  std::vector<T> panel_buffer(dim * kColChunk);
-  T* panel = panel_buffer.data();
+  std::vector<T> panel(dim * kColChunk);
   for (int64_t j0 = 0; j0 < n_cols; j0 += kColChunk) {
     const int64_t nj = std::min(kColChunk, n_cols - j0);
     const T* b_chunk = b + j0;
     const T* ysq_chunk = y_sq + j0;
-    for (int64_t k = 0; k < dim; ++k)
-      std::copy(y_t + k * n_cols + j0, y_t + k * n_cols + j0 + nj, panel + k * nj);
+    copy_panel(y_t, n_cols, j0, nj, dim, panel.data());
     for (int64_t i = row_begin; i < row_end; i += kRows) {
       const int64_t rows_here = std::min(kRows, row_end - i);
       const T* xr[kRows];
@@ -245,7 +248,7 @@ void gemm_row_block(const T* x, const T* x_sq, const T* y_t, const T* y_rows, co
       // dots: acc[r][jj] = x_r . y_(jb + jj), then d2 and the near-zero flags
       for (int64_t jb = 0; jb < nj; jb += kLanes) {
         alignas(64) T acc[kRows][kLanes];
-        micro_kernel<T>(xr, panel + jb, nj, dim, acc);
+        micro_kernel<T>(xr, panel.data() + jb, nj, dim, acc);
         for (int64_t r = 0; r < kRows; ++r) {
 #pragma omp simd
           for (int64_t jj = 0; jj < kLanes; ++jj) {

@@ -20,22 +20,28 @@ def _umask() -> int:
     return mask
 
 
-def _atomic_write(path: os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
-    path = Path(path)
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[str]:
+    """A temporary file beside ``path`` (with the umask's mode; mkstemp makes it 0600) that
+    replaces ``path`` when the block succeeds and is removed when it fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        # mkstemp creates the file 0600; give it the mode any other new file would get
         os.chmod(tmp, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _atomic_write(path: os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
+    with _replacing(Path(path)) as tmp, open(tmp, "wb") as f:
+        write(f)
 
 
 def atomic_save(obj: Any, path: os.PathLike) -> None:
@@ -57,19 +63,8 @@ def atomic_npy(
 ) -> Iterator[np.ndarray]:
     """A writable memory-mapped ``.npy`` array of ``shape`` that appears at ``path`` only when the
     block finishes (filled in chunks, so memory stays constant whatever the size)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())
+    with _replacing(Path(path)) as tmp:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
         yield array
         array.flush()
         del array
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
