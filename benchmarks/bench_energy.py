@@ -108,7 +108,13 @@ def baseline_step(name: str, x: torch.Tensor, y: torch.Tensor) -> Optional[Step]
 
 
 def distance_rows(
-    device: str, sizes: list[int], dims: list[int], repeats: int, budget: float, slow_limit: int
+    device: str,
+    sizes: list[int],
+    dims: list[int],
+    repeats: int,
+    budget: float,
+    slow_limit: int,
+    baselines: tuple[str, ...] = BASELINES,
 ) -> list[dict]:
     rows = []
     for n in sizes:
@@ -119,7 +125,7 @@ def distance_rows(
                 matrix_bytes = 4.0 * n * n * 4  # a few N x M fp32 matrices per term at once
                 calls: dict[str, Step] = {FUSED: fused_step(x, y)}
                 notes: dict[str, str] = {}
-                for name in BASELINES:
+                for name in baselines:
                     if name != "keops" and matrix_bytes > budget:
                         gib = matrix_bytes / 2**30
                         notes[name] = f"skipped: N x M matrices need ~{gib:.0f} GiB"
@@ -134,7 +140,7 @@ def distance_rows(
                 reps = repeats if n <= 4096 else (1 if n <= 16384 else 0)
                 results = measure(calls, device, reps)
                 fused_seconds = results[FUSED][0]
-                for name in [FUSED, *BASELINES]:
+                for name in [FUSED, *baselines]:
                     row = {"N": n, "M": n, "D": d, "setup": setup, "method": name}
                     if name in results:
                         seconds, peak = results[name]
@@ -326,6 +332,9 @@ def main() -> None:
     parser.add_argument(
         "--distance-only", action="store_true", help="skip the energy-score, beta and sliced parts"
     )
+    parser.add_argument(
+        "--baselines", nargs="+", choices=BASELINES, default=list(BASELINES), metavar="NAME"
+    )
     parser.add_argument("--name", default=None, help="results file stem (default energy_<device>)")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -335,7 +344,13 @@ def main() -> None:
     machine = machine_description(args.device)
     results = {
         "distance": distance_rows(
-            args.device, args.sizes, args.dims, args.repeats, budget, args.slow_limit
+            args.device,
+            args.sizes,
+            args.dims,
+            args.repeats,
+            budget,
+            args.slow_limit,
+            tuple(args.baselines),
         ),
         "score": [],
         "beta": [],

@@ -87,6 +87,25 @@ inline void copy_panel(const T* y_t, int64_t n_cols, int64_t j0, int64_t nj, int
     std::copy(y_t + k * n_cols + j0, y_t + k * n_cols + j0 + nj, panel + k * nj);
 }
 
+// A self sum without gradients (exclude_diag, !want_grad) is symmetric: sum_{i != j} b_i b_j
+// r_ij^beta = 2 sum_{i < j}. Its row pass then visits only the pairs j > i and returns
+// rowsum_i = 2 sum_{j > i} b_j r_ij^beta: not the full row sum, but the same weighted total
+// sum_i b_i rowsum_i, which is all a self sum without gradients uses; half the work.
+inline int64_t upper_triangle_start(bool upper, int64_t row_begin) {
+  return upper ? (row_begin / kColChunk) * kColChunk : 0;  // the chunk holding the diagonal
+}
+
+// Zero the pairs this row must skip: the diagonal, and in the upper-triangle mode every j <= i.
+template <typename T>
+inline void drop_below_diagonal(T* values, int64_t diag, int64_t nj, bool upper) {
+  if (diag < 0) return;  // the whole chunk lies above the diagonal
+  if (!upper) {
+    if (diag < nj) values[diag] = T(0);
+    return;
+  }
+  std::fill(values, values + std::min(diag + 1, nj), T(0));
+}
+
 // ---- exact-difference path ------------------------------------------------------------------
 template <Power P, typename T>
 void exact_row_block(const T* x, const T* y_t, const T* b, int64_t row_begin, int64_t row_end,
@@ -100,8 +119,9 @@ void exact_row_block(const T* x, const T* y_t, const T* b, int64_t row_begin, in
   std::vector<double> row_total(n_rows, 0.0);
   std::vector<double> wdiff_total(want_grad ? n_rows * dim : 0, 0.0);
 
+  const bool upper = exclude_diag && !want_grad;  // see upper_triangle_start
   std::vector<T> panel(dim * kColChunk);
-  for (int64_t j0 = 0; j0 < n_cols; j0 += kColChunk) {
+  for (int64_t j0 = upper_triangle_start(upper, row_begin); j0 < n_cols; j0 += kColChunk) {
     const int64_t nj = std::min(kColChunk, n_cols - j0);
     const T* b_chunk = b + j0;
     copy_panel(y_t, n_cols, j0, nj, dim, panel.data());
@@ -131,7 +151,7 @@ void exact_row_block(const T* x, const T* y_t, const T* b, int64_t row_begin, in
 
       for (int64_t r = 0; r < rows_here; ++r) {
         const int64_t diag = i + r - j0;
-        if (exclude_diag && diag >= 0 && diag < nj) d2[r][diag] = T(0);
+        if (exclude_diag) drop_below_diagonal(d2[r], diag, nj, upper);
         T chunk_sum = T(0);
         T* wr = w[r];
         const T* dr = d2[r];
@@ -162,7 +182,7 @@ void exact_row_block(const T* x, const T* y_t, const T* b, int64_t row_begin, in
     }
   }
   for (int64_t r = 0; r < n_rows; ++r) {
-    rowsum[row_begin + r] = static_cast<T>(row_total[r]);
+    rowsum[row_begin + r] = static_cast<T>(upper ? 2.0 * row_total[r] : row_total[r]);
     if (want_grad) {
       for (int64_t k = 0; k < dim; ++k)
         wdiff[(row_begin + r) * dim + k] = static_cast<T>(wdiff_total[r * dim + k]);
@@ -230,8 +250,9 @@ void gemm_row_block(const T* x, const T* x_sq, const T* y_t, const T* y_rows, co
   std::vector<double> wy_total(want_grad ? n_rows * dim : 0, 0.0);
   std::vector<double> exact_total(want_grad ? n_rows * dim : 0, 0.0);
 
+  const bool upper = exclude_diag && !want_grad;  // see upper_triangle_start
   std::vector<T> panel(dim * kColChunk);
-  for (int64_t j0 = 0; j0 < n_cols; j0 += kColChunk) {
+  for (int64_t j0 = upper_triangle_start(upper, row_begin); j0 < n_cols; j0 += kColChunk) {
     const int64_t nj = std::min(kColChunk, n_cols - j0);
     const T* b_chunk = b + j0;
     const T* ysq_chunk = y_sq + j0;
@@ -262,9 +283,9 @@ void gemm_row_block(const T* x, const T* x_sq, const T* y_t, const T* y_rows, co
       for (int64_t r = 0; r < rows_here; ++r) {
         const int64_t row = i + r;
         const int64_t diag = row - j0;
-        if (exclude_diag && diag >= 0 && diag < nj) {
-          d2[r][diag] = T(0);
-          near[r][diag] = T(0);
+        if (exclude_diag) {
+          drop_below_diagonal(d2[r], diag, nj, upper);
+          drop_below_diagonal(near[r], diag, nj, upper);
         }
         T* wr = w[r];
         T* dr = d2[r];
@@ -333,7 +354,7 @@ void gemm_row_block(const T* x, const T* x_sq, const T* y_t, const T* y_rows, co
     }
   }
   for (int64_t r = 0; r < n_rows; ++r) {
-    rowsum[row_begin + r] = static_cast<T>(row_total[r]);
+    rowsum[row_begin + r] = static_cast<T>(upper ? 2.0 * row_total[r] : row_total[r]);
     if (want_grad) {
       const T* xrow = x + (row_begin + r) * dim_pad;
       for (int64_t k = 0; k < dim; ++k) {
