@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from energyflow.ops import dispatch
+from energyflow.ops.pairwise import scale_forward_gradient
 
 # Up to this many samples per target the direct kernel is used (it beats the pairwise kernel
 # there; benchmarks/results/energy_cpu.md has the energy-score grid).
@@ -69,20 +70,19 @@ def _direct_fake(samples, target, beta, want_grad, backend):
 
 
 def _setup(ctx, inputs, output):
-    samples, target = inputs[:2]
-    _, grad_samples, grad_target = output
-    ctx.save_for_backward(grad_samples, grad_target)
-    ctx.dtypes = (samples.dtype, target.dtype)
+    ctx.save_for_backward(*inputs[:2], *output[1:])
 
 
 def _backward(ctx, grad_scores, _grad_samples_out, _grad_target_out):
-    grad_samples, grad_target = ctx.saved_tensors
-    if grad_samples.numel() == 0 and grad_scores.numel() != 0:
-        raise RuntimeError("energy_score_direct: gradients were not computed in the forward pass")
-    g = grad_scores.to(grad_samples.dtype)
-    gs = (g[:, None, None] * grad_samples).to(ctx.dtypes[0])
-    gt = (g[:, None] * grad_target).to(ctx.dtypes[1])
-    return gs, gt, None, None, None
+    samples, target, grad_samples, grad_target = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    return (
+        scale_forward_gradient(grad_scores, grad_samples, samples, need[0]),
+        scale_forward_gradient(grad_scores, grad_target, target, need[1]),
+        None,
+        None,
+        None,
+    )
 
 
 _direct_op.register_autograd(_backward, setup_context=_setup)

@@ -188,12 +188,15 @@ def _self_fake(y, y_weights, beta, grad_y, backend):
     return (y.new_empty(y.shape[:1], dtype=acc), *_gradient_fakes(y, acc, grad_y))
 
 
-def _scaled(grad: Tensor, computed: Tensor, like: Tensor, needed: bool) -> Optional[Tensor]:
-    """grad_total (B,) times a gradient computed in the forward pass, in ``like``'s dtype."""
+def scale_forward_gradient(
+    grad: Tensor, computed: Tensor, like: Tensor, needed: bool
+) -> Optional[Tensor]:
+    """The backward pass of an op that computed its gradient in the forward pass: grad (B,) times
+    that gradient, in ``like``'s dtype (None when autograd does not need it)."""
     if not needed:
         return None
     if computed.numel() == 0 and like.numel() != 0:
-        raise RuntimeError("a pairwise sum's gradient was not computed in its forward pass")
+        raise RuntimeError("a gradient was not computed in its op's forward pass")
     g = grad.to(computed.dtype).reshape(-1, *([1] * (computed.dim() - 1)))
     return (g * computed).to(like.dtype)
 
@@ -206,10 +209,10 @@ def _cross_backward(ctx, grad, *_unused):
     x, y, a, b, gx, ga, gy, gb = ctx.saved_tensors
     need = ctx.needs_input_grad
     return (
-        _scaled(grad, gx, x, need[0]),
-        _scaled(grad, gy, y, need[1]),
-        _scaled(grad, ga, a, need[2]),
-        _scaled(grad, gb, b, need[3]),
+        scale_forward_gradient(grad, gx, x, need[0]),
+        scale_forward_gradient(grad, gy, y, need[1]),
+        scale_forward_gradient(grad, ga, a, need[2]),
+        scale_forward_gradient(grad, gb, b, need[3]),
         None,
         None,
         None,
@@ -224,7 +227,13 @@ def _self_setup(ctx, inputs, output):
 def _self_backward(ctx, grad, *_unused):
     y, b, gy, gb = ctx.saved_tensors
     need = ctx.needs_input_grad
-    return _scaled(grad, gy, y, need[0]), _scaled(grad, gb, b, need[1]), None, None, None
+    return (
+        scale_forward_gradient(grad, gy, y, need[0]),
+        scale_forward_gradient(grad, gb, b, need[1]),
+        None,
+        None,
+        None,
+    )
 
 
 _fused_cross_power_sum.register_autograd(_cross_backward, setup_context=_cross_setup)

@@ -138,19 +138,13 @@ def _resumed_run(args: argparse.Namespace, given: set[str], out: Path) -> dict:
             + "; ".join(contradicting)
             + ". Drop them (only --steps may change, to extend the run)"
         )
-    if "steps" in given:
-        if args.steps <= run["steps"] and (out / MODEL).exists():
-            raise ValueError(
-                f"--resume: the run already finished its {run['steps']} steps; pass "
-                f"--steps N > {run['steps']} to extend it"
-            )
-        run = {**run, "steps": args.steps}
-    elif (out / MODEL).exists():
+    steps = args.steps if "steps" in given else run["steps"]
+    if steps <= run["steps"] and (out / MODEL).exists():
         raise ValueError(
             f"--resume: the run already finished its {run['steps']} steps; pass "
             f"--steps N > {run['steps']} to extend it"
         )
-    return run
+    return {**run, "steps": steps}
 
 
 def _new_run(args: argparse.Namespace, out: Path) -> dict:
