@@ -15,3 +15,7 @@ $PY benchmarks/gpu_validate.py | tee benchmarks/results/gpu_validate.txt
 cd benchmarks
 $PY bench_masked.py --device cuda --batch 8192 --hidden 4096 --blocks 1 8 --repeats 5 --name masked_cuda
 $PY bench_energy.py --device cuda --sizes 4096 16384 65536 --dims 16 64 --sliced-n 1000000 --name energy_cuda
+cd ..
+# Training on CUDA through the CLI: each model and objective briefly, bf16 + compile, a resume,
+# and a 2-process nccl run when there are 2 GPUs (the script's last lines say what passed).
+$PY benchmarks/gpu_training_check.py | tee benchmarks/results/gpu_training.txt

@@ -4,9 +4,10 @@
     model.sample(shape, context=None)    the same without gradients
     model.log_prob(x, context=None)      log density where one exists, else NotImplementedError
 
-Models hold the data standardisation (``loc``, ``scale``) and their constructor config, so
+Models hold the data standardisation (``loc``, ``scale``; for conditional models also the
+context's, ``context_loc``, ``context_scale``) and their constructor config, so
 ``model.save(path)`` / ``load_model(path)`` restore them whole. Internally they work on
-standardised data; the public methods take and return data in its own units.
+standardised data and context; the public methods take and return both in their own units.
 """
 
 from __future__ import annotations
@@ -36,16 +37,28 @@ class GenerativeModel(nn.Module):
         self.config = dict(config)
         self.register_buffer("loc", torch.zeros(features))
         self.register_buffer("scale", torch.ones(features))
+        self.register_buffer("context_loc", torch.zeros(context_features))
+        self.register_buffer("context_scale", torch.ones(context_features))
 
     # standardisation ---------------------------------------------------------------------
-    def fit_standardisation(self, data: Tensor) -> None:
-        """Set loc/scale to the per-feature mean and std of ``data`` (N, D)."""
+    def fit_standardisation(self, data: Tensor, context: Optional[Tensor] = None) -> None:
+        """Set loc/scale to the per-feature mean and std of ``data`` (N, D), and the context's
+        to those of ``context`` (N, C) when given."""
         with torch.no_grad():
-            self.loc.copy_(data.mean(0))
-            self.scale.copy_(data.std(0).clamp_min(1e-6))
+            for values, loc, scale in (
+                (data, self.loc, self.scale),
+                (context, self.context_loc, self.context_scale),
+            ):
+                if values is not None and len(values) > 1:
+                    loc.copy_(values.mean(0))
+                    scale.copy_(values.std(0).clamp_min(1e-6))
 
     def standardise(self, x: Tensor) -> Tensor:
         return (x - self.loc) / self.scale
+
+    def standardise_context(self, context: Optional[Tensor]) -> Optional[Tensor]:
+        """Context in its own units -> standardised (None stays None)."""
+        return None if context is None else (context - self.context_loc) / self.context_scale
 
     def unstandardise(self, x: Tensor) -> Tensor:
         return x * self.scale + self.loc
@@ -53,6 +66,18 @@ class GenerativeModel(nn.Module):
     # sampling ----------------------------------------------------------------------------
     def _rsample_standardised(self, z: Tensor, context: Optional[Tensor]) -> Tensor:
         raise NotImplementedError
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # models saved before context standardisation existed: identity standardisation
+        for name, fill in (("context_loc", torch.zeros), ("context_scale", torch.ones)):
+            state_dict.setdefault(prefix + name, fill(self.context_features))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def sample_lead_shape(
+        self, shape: Sequence[int], context: Optional[Tensor] = None
+    ) -> tuple[int, ...]:
+        """The leading shape of ``rsample(shape, context)``: ``shape`` [+ context's batch]."""
+        return self._rows_and_context(shape, context)[0]
 
     def _rows_and_context(
         self, shape: Sequence[int], context: Optional[Tensor]
@@ -70,16 +95,31 @@ class GenerativeModel(nn.Module):
                 f"{tuple(context.shape)}"
             )
         lead = shape + tuple(context.shape[:-1])
-        return lead, context.expand(*lead, self.context_features).reshape(-1, self.context_features)
+        rows = context.expand(*lead, self.context_features).reshape(-1, self.context_features)
+        return lead, self.standardise_context(rows)
 
     def rsample_standardised(
-        self, shape: Sequence[int] = (), context: Optional[Tensor] = None
+        self,
+        shape: Sequence[int] = (),
+        context: Optional[Tensor] = None,
+        *,
+        noise: Optional[Tensor] = None,
     ) -> Tensor:
-        """Differentiable samples in standardised units, (*shape[, B], D)."""
+        """Differentiable samples in standardised units, (*shape[, B], D).
+
+        ``noise`` (*shape[, B], noise_features) replaces the standard normal draws (a caller
+        that owns its random stream, such as ``fit``)."""
         lead, context_rows = self._rows_and_context(shape, context)
-        z = torch.randn(
-            math.prod(lead), self.noise_features, device=self.loc.device, dtype=self.loc.dtype
-        )
+        if noise is None:
+            z = torch.randn(
+                math.prod(lead), self.noise_features, device=self.loc.device, dtype=self.loc.dtype
+            )
+        elif noise.shape != (*lead, self.noise_features):
+            raise ValueError(
+                f"noise must have shape {(*lead, self.noise_features)}, got {tuple(noise.shape)}"
+            )
+        else:
+            z = noise.reshape(-1, self.noise_features)
         return self._rsample_standardised(z, context_rows).reshape(*lead, self.features)
 
     def rsample(self, shape: Sequence[int] = (), context: Optional[Tensor] = None) -> Tensor:

@@ -91,7 +91,7 @@ class BlockAffineFlow(GenerativeModel):
         """Exact log density of x (..., D) in data units (standardisation included)."""
         if x.shape[-1] != self.features:
             raise ValueError(f"x must have {self.features} features, got shape {tuple(x.shape)}")
-        u, log_det = self._to_noise(self.standardise(x), context)
+        u, log_det = self._to_noise(self.standardise(x), self.standardise_context(context))
         base = -0.5 * (u.square() + math.log(2 * math.pi)).sum(-1)
         return base + log_det - self.scale.log().sum()
 

@@ -281,6 +281,18 @@ def _needs_grad(*tensors: Optional[Tensor]) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+def _autocast_inputs(
+    x: Tensor, weight: Tensor, bias: Optional[Tensor]
+) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+    """Under autocast, all three in the autocast dtype (torch autocasts its own ops, such as
+    F.linear, but not custom ones); otherwise unchanged."""
+    device_type = x.device.type
+    if not torch.is_autocast_enabled(device_type):
+        return x, weight, bias
+    dtype = torch.get_autocast_dtype(device_type)
+    return x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
+
+
 def masked_linear(
     x: Tensor,
     weight: Tensor,
@@ -298,6 +310,7 @@ def masked_linear(
     ``prefix`` / ``first_out`` / ``mask`` are ``plan``'s tensors on x's device (the Triton path
     reads the first two there; the reference multiplies by the mask, as nflows does).
     """
+    x, weight, bias = _autocast_inputs(x, weight, bias)
     lead = x.shape[:-1]
     flat = x.reshape(-1, x.shape[-1])
     if backend == "reference":
@@ -331,6 +344,7 @@ def masked_linear_level(
     if end == start:
         return x_prefix.new_zeros(x_prefix.shape[0], 0)
     needed = int(plan.prefix[end - 1])
+    x_prefix, weight, bias = _autocast_inputs(x_prefix, weight, bias)
     if backend == "triton" and not _needs_grad(x_prefix, weight, bias):
         padded = F.pad(x_prefix[:, :needed], (0, plan.in_features - needed))
         return _masked_linear_rows_op(padded, weight, bias, prefix, start, end - start, activation)

@@ -3,6 +3,8 @@
     energyflow train --data moons --model saef --blocks 2 --steps 2000 --out runs/moons
     energyflow train --data digits --model affine --blocks 8 --objective mle --out runs/digits-mle
     energyflow train --data my.csv --context-cols label --estimator score --out runs/mine
+    energyflow train --data digits --time-budget 60 --val-fraction 0.1 --device cuda
+    torchrun --nproc-per-node 4 -m energyflow train --data digits --out runs/ddp  # README
     energyflow train --out runs/moons --resume               # continue a checkpointed run
     energyflow train --out runs/moons --resume --steps 4000  # extend a run
     energyflow sample --run runs/moons --n 10000 --out samples.npy
@@ -12,12 +14,14 @@ A run folder (``energyflow.training.run_folder``) holds config.json, checkpoint.
 periodic), model.pt, metrics.json and samples.png, and is locked while a run uses it. Every
 argument and the data are checked before anything is written; a bad input ends in one line
 naming it (``--debug`` shows the traceback). The run is complete once model.pt is written:
-metrics that fail after it are reported and can be re-run with ``eval``.
+metrics that fail after it are reported and can be re-run with ``eval``. Under torchrun every
+process trains its share of the batch and rank 0 alone checks, locks and writes the folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -31,18 +35,20 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from energyflow import distributed
 from energyflow._io import atomic_npy, atomic_write_json
 from energyflow.models import MODELS, GenerativeModel, build_model, load_model
 from energyflow.training import metrics
-from energyflow.training.data import BUILTIN, Dataset, load_dataset
-from energyflow.training.fit import (
+from energyflow.training.config import (
     ESTIMATORS,
     OBJECTIVES,
     TrainConfig,
     check_setup,
     default_estimator,
-    fit,
 )
+from energyflow.training.data import BUILTIN, Dataset, load_dataset
+from energyflow.training.device import PRECISIONS, resolve_device
+from energyflow.training.fit import fit
 from energyflow.training.plots import save_samples_png
 from energyflow.training.run_folder import (
     CHECKPOINT,
@@ -58,7 +64,18 @@ from energyflow.training.run_folder import (
 )
 
 # train options a resumed run may change (everything else must match the saved run)
-RESUMABLE = {"steps", "out", "resume", "debug", "overwrite", "func", "command"}
+RESUMABLE = {
+    "steps",
+    "time_budget",
+    "device",
+    "compile",
+    "out",
+    "resume",
+    "debug",
+    "overwrite",
+    "func",
+    "command",
+}
 SAMPLE_CHUNK_ROWS = 65536
 
 
@@ -79,17 +96,22 @@ def model_for_run(run: dict, dataset: Dataset) -> GenerativeModel:
 def evaluate(
     model: GenerativeModel, dataset: Dataset, *, rows: int = 2000, full: bool = False
 ) -> dict:
-    """Test metrics of a model; ``full`` adds C2ST, MMD and the likelihoods."""
+    """Test metrics of a model (sampled on its device, scored on the CPU); ``full`` adds C2ST,
+    MMD and the likelihoods."""
     test = torch.as_tensor(dataset.test[:rows])
     context = None if dataset.context_test is None else torch.as_tensor(dataset.context_test[:rows])
+    device = model.loc.device
     with torch.no_grad():
-        samples = model.sample((len(test),)) if context is None else model.sample((), context)
+        if context is None:
+            samples = model.sample((len(test),)).cpu()
+        else:
+            samples = model.sample((), context.to(device)).cpu()
     result = {"test_energy_distance": metrics.sample_energy_distance(samples, test)}
     if full:
         result["mmd"] = metrics.mmd(samples, test)
         result["c2st_accuracy"] = metrics.c2st(samples, test)
         if context is None:
-            many = model.sample((10000,))
+            many = model.sample((10000,)).cpu()
             result["kde_log_likelihood_estimate"] = metrics.kde_log_likelihood(many, test)
         if model.has_density:
             result["log_likelihood"] = metrics.log_likelihood(model, test, context)
@@ -147,9 +169,22 @@ def _resumed_run(args: argparse.Namespace, given: set[str], out: Path) -> dict:
     return {**run, "steps": steps}
 
 
-def _new_run(args: argparse.Namespace, out: Path) -> dict:
+def _run_settings(args: argparse.Namespace) -> dict:
+    """The settings a new run saves: every train option but the per-invocation ones."""
     if args.data is None:
         raise ValueError("train needs --data (a built-in name or a .npy/.csv file)")
+    run = {
+        key: value
+        for key, value in vars(args).items()
+        if key not in ("func", "resume", "out", "command", "debug", "overwrite")
+    }
+    if run["data"] not in BUILTIN:
+        run["data"] = str(Path(run["data"]).resolve())  # eval --run works from anywhere
+    return {"format": FORMAT, **run}
+
+
+def _new_run(args: argparse.Namespace, out: Path) -> dict:
+    run = _run_settings(args)
     if read_config(out) is not None or (out / CHECKPOINT).exists() or (out / MODEL).exists():
         raise ValueError(
             f"{out} already holds a run; pass --resume to continue it or choose another --out"
@@ -161,28 +196,37 @@ def _new_run(args: argparse.Namespace, out: Path) -> dict:
             f"--out {out} is a non-empty folder that is not an energyflow run ({shown}); "
             "choose an empty or new folder, or pass --overwrite to write the run files there"
         )
-    run = {
-        key: value
-        for key, value in vars(args).items()
-        if key not in ("func", "resume", "out", "command", "debug", "overwrite")
-    }
-    if run["data"] not in BUILTIN:
-        run["data"] = str(Path(run["data"]).resolve())  # eval --run works from anywhere
-    return {"format": FORMAT, **run}
+    return run
+
+
+# TrainConfig fields a run's settings carry under the same name (runs saved before a field
+# existed get the TrainConfig default)
+_CONFIG_FIELDS = (
+    "objective",
+    "estimator",
+    "beta",
+    "samples_per_target",
+    "hybrid_weight",
+    "steps",
+    "batch_size",
+    "lr",
+    "warmup_steps",
+    "time_budget",
+    "ema",
+    "val_fraction",
+    "val_every",
+    "patience",
+    "seed",
+    "eval_every",
+    "checkpoint_every",
+    "device",
+    "precision",
+    "compile",
+)
 
 
 def _train_config(run: dict, conditional: bool) -> TrainConfig:
-    config = TrainConfig(
-        objective=run["objective"],
-        estimator=run["estimator"],
-        steps=run["steps"],
-        batch_size=run["batch_size"],
-        lr=run["lr"],
-        seed=run["seed"],
-        eval_every=run["eval_every"],
-        checkpoint_every=run["checkpoint_every"],
-        samples_per_target=run["samples_per_target"],
-    )
+    config = TrainConfig(**{name: run[name] for name in _CONFIG_FIELDS if name in run})
     estimator = config.estimator or default_estimator(conditional)
     if config.objective == "energy" and estimator == "score" and config.samples_per_target < 2:
         raise ValueError(
@@ -194,8 +238,18 @@ def _train_config(run: dict, conditional: bool) -> TrainConfig:
 
 def cmd_train(args: argparse.Namespace, given: set[str]) -> int:
     out = Path(args.out)
-    check_not_busy(out)
-    run = _resumed_run(args, given, out) if args.resume else _new_run(args, out)
+    distributed.init_from_environment(resolve_device(args.device))
+    leader = distributed.rank() == 0  # under torchrun, rank 0 alone checks and writes the folder
+    if leader:
+        check_not_busy(out)
+    if args.resume:
+        run = _resumed_run(args, given, out)
+    else:
+        run = _new_run(args, out) if leader else _run_settings(args)
+    run = {
+        **run,
+        **{name: getattr(args, name) for name in {"time_budget", "device", "compile"} & given},
+    }
     dataset = _load_data(run)
     _check_features(run, dataset)
     torch.manual_seed(run["seed"])
@@ -203,15 +257,16 @@ def cmd_train(args: argparse.Namespace, given: set[str]) -> int:
     model = model_for_run(run, dataset)
     context = None if dataset.context_train is None else torch.as_tensor(dataset.context_train)
     check_setup(model, config, torch.as_tensor(dataset.train), context)
-    with RunLock(out):
-        if not args.resume:  # another run may have started between the checks and the lock
+    with RunLock(out) if leader else contextlib.nullcontext():
+        if leader and not args.resume:  # another run may have started since the checks
             _new_run(args, out)
-        atomic_write_json(run, out / CONFIG)
-        print(
-            f"training {type(model).__name__} ({sum(p.numel() for p in model.parameters())} "
-            f"parameters) on {dataset.name}: {len(dataset.train)} train rows, "
-            f"{dataset.features} features"
-        )
+        if leader:
+            atomic_write_json(run, out / CONFIG)
+            print(
+                f"training {type(model).__name__} ({sum(p.numel() for p in model.parameters())} "
+                f"parameters) on {dataset.name}: {len(dataset.train)} train rows, "
+                f"{dataset.features} features, {config.device} x {distributed.world_size()}"
+            )
         try:
             state = fit(
                 model,
@@ -227,6 +282,8 @@ def cmd_train(args: argparse.Namespace, given: set[str]) -> int:
                 f"{err}; training stopped, and {out / CHECKPOINT} keeps the last good "
                 "checkpoint (if one was written)"
             ) from None
+        if not leader:
+            return 0
         model.save(out / MODEL)  # the run is complete from here on
         print(f"model:   {out / MODEL}")
         try:
@@ -254,9 +311,10 @@ def _report(model: GenerativeModel, dataset: Dataset, state, out: Path) -> None:
     atomic_write_json(result, out / METRICS)
     with torch.no_grad():
         if dataset.context_test is None:
-            shown = model.sample((2000,)).numpy()
+            shown = model.sample((2000,)).cpu().numpy()
         else:
-            shown = model.sample((), torch.as_tensor(dataset.context_test[:2000])).numpy()
+            rows = torch.as_tensor(dataset.context_test[:2000]).to(model.loc.device)
+            shown = model.sample((), rows).cpu().numpy()
     save_samples_png(
         out / PICTURE, shown, dataset.test[:2000], dataset.image_shape, type(model).__name__
     )
@@ -267,12 +325,13 @@ def _report(model: GenerativeModel, dataset: Dataset, state, out: Path) -> None:
     print(f"picture: {out / PICTURE}\nmetrics: {out / METRICS}")
 
 
-def _load_run(run_dir: str) -> tuple[GenerativeModel, dict]:
+def _load_run(run_dir: str, device: str) -> tuple[GenerativeModel, dict]:
     path = Path(run_dir)
+    where = resolve_device(device)
     if not (path / MODEL).exists():
         raise ValueError(f"--run {path}: no model.pt (train first, or wait for the run to finish)")
     try:
-        model = load_model(path / MODEL)
+        model = load_model(path / MODEL, map_location=where)
     except Exception as err:  # noqa: BLE001 - torch.load raises many kinds on a bad file
         raise ValueError(
             f"--run {path}: {MODEL} is not a readable energyflow model "
@@ -308,11 +367,11 @@ def _read_context(path: Optional[str], model: GenerativeModel) -> torch.Tensor:
     if not torch.isfinite(context).all():
         row = int(torch.nonzero(~torch.isfinite(context).all(1))[0])
         raise ValueError(f"--context {path}: row {row} (0-based) holds NaN or inf")
-    return context
+    return context.to(model.loc.device)
 
 
 def cmd_sample(args: argparse.Namespace, given: set[str]) -> int:
-    model, _ = _load_run(args.run)
+    model, _ = _load_run(args.run, args.device)
     out = Path(args.out)
     if not out.parent.is_dir():
         raise ValueError(f"--out {out}: the folder {out.parent} does not exist")
@@ -376,11 +435,11 @@ def _fill_with_samples(
     with torch.no_grad():
         for start in tqdm(chunks, desc="sampling", unit="chunk", disable=len(chunks) < 4):
             where, values = draw(start)
-            array[where] = values.numpy()
+            array[where] = values.cpu().numpy()
 
 
 def cmd_eval(args: argparse.Namespace, given: set[str]) -> int:
-    model, run = _load_run(args.run)
+    model, run = _load_run(args.run, args.device)
     dataset = _load_data({**run, "data": args.data or run["data"]})
     if dataset.features != model.features or dataset.context_features != model.context_features:
         raise ValueError(
@@ -391,6 +450,11 @@ def cmd_eval(args: argparse.Namespace, given: set[str]) -> int:
     torch.manual_seed(args.seed)
     print(json.dumps(evaluate(model, dataset, full=True), indent=1))
     return 0
+
+
+def _finish_process_group() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 # ---- arguments ---------------------------------------------------------------------------------
@@ -413,6 +477,27 @@ NON_NEGATIVE = _bounded(int, 0, "an integer")
 AT_LEAST_2 = _bounded(int, 2, "an integer")
 AT_LEAST_10 = _bounded(int, 10, "an integer")
 POSITIVE_FLOAT = _bounded(float, 0.0, "a number", strict=True)
+NON_NEGATIVE_FLOAT = _bounded(float, 0.0, "a number")
+
+
+def _in_range(low: float, high: float, low_open: bool) -> Callable:
+    """A parser of numbers in (low, high) or [low, high)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (low < value if low_open else low <= value) or not value < high:
+            opening = "(" if low_open else "["
+            raise argparse.ArgumentTypeError(f"must be in {opening}{low:g}, {high:g}), got {text}")
+        return value
+
+    return parse
+
+
+BETA = _in_range(0.0, 2.0, low_open=True)
+FRACTION = _in_range(0.0, 1.0, low_open=False)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -431,12 +516,20 @@ def parser() -> argparse.ArgumentParser:
     add("--data", default=None, help=f"built-in ({', '.join(BUILTIN)}) or a .npy/.csv file")
     add("--model", choices=sorted(MODELS), default="saef", help="saef: generator; affine: flow")
     add("--blocks", type=NON_NEGATIVE, default=2, help="K feature blocks (0: one per feature)")
-    add("--objective", choices=OBJECTIVES, default="energy", help="mle needs --model affine")
+    add("--objective", choices=OBJECTIVES, default="energy", help="mle/hybrid: --model affine")
     add("--estimator", choices=ESTIMATORS, default=None, help="default: distance (score: context)")
     add("--samples-per-target", type=AT_LEAST_2, default=2)
+    add("--beta", type=BETA, default=1.0, help="exponent of the energy, in (0, 2)")
+    add("--hybrid-weight", type=NON_NEGATIVE_FLOAT, default=1.0, help="NLL weight (hybrid)")
     add("--steps", type=POSITIVE, default=2000)
     add("--batch-size", type=AT_LEAST_2, default=512)
     add("--lr", type=POSITIVE_FLOAT, default=1e-3)
+    add("--warmup-steps", type=NON_NEGATIVE, default=0, help="linear learning-rate warm-up")
+    add("--time-budget", type=POSITIVE_FLOAT, default=None, help="seconds; the schedule ends there")
+    add("--ema", type=FRACTION, default=0.0, help="weight-average decay for sampling (0: off)")
+    add("--val-fraction", type=FRACTION, default=0.0, help="rows held out; best weights kept")
+    add("--val-every", type=POSITIVE, default=100)
+    add("--patience", type=NON_NEGATIVE, default=0, help="validations without gain (0: no stop)")
     add("--hidden", type=POSITIVE, nargs="+", default=[256, 256])
     add("--transforms", type=POSITIVE, default=4, help="affine flow only")
     add("--noise-features", type=NON_NEGATIVE, default=0, help="saef only (0: one per feature)")
@@ -446,6 +539,9 @@ def parser() -> argparse.ArgumentParser:
     add("--eval-every", type=NON_NEGATIVE, default=500)
     add("--checkpoint-every", type=NON_NEGATIVE, default=500)
     add("--seed", type=int, default=0)
+    add("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:i")
+    add("--precision", choices=PRECISIONS, default="fp32", help="bf16/fp16: autocast")
+    add("--compile", action="store_true", help="torch.compile the model and loss")
     add("--out", required=True, help="run folder")
     add("--resume", action="store_true", help="continue (or, with --steps, extend) the run")
     add("--overwrite", action="store_true", help="allow a non-empty folder that is not a run")
@@ -464,6 +560,7 @@ def parser() -> argparse.ArgumentParser:
     sample.add_argument("--context", default=None, help=".npy of context rows (conditional)")
     sample.add_argument("--out", required=True, help=".npy file")
     sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--device", default="cpu", help="where to sample: cpu, cuda[:i], auto")
     sample.set_defaults(func=cmd_sample)
     evaluation = commands.add_parser(
         "eval", help="test metrics of a model", parents=[common], allow_abbrev=False
@@ -471,6 +568,7 @@ def parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--run", required=True)
     evaluation.add_argument("--data", default=None, help="default: the run's data")
     evaluation.add_argument("--seed", type=int, default=0)
+    evaluation.add_argument("--device", default="cpu", help="where to sample: cpu, cuda[:i], auto")
     evaluation.set_defaults(func=cmd_eval)
     return top
 
@@ -501,6 +599,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise
         print(f"energyflow: error: {err}", file=sys.stderr)
         return 1 if isinstance(err, FloatingPointError) else 2
+    finally:
+        _finish_process_group()
 
 
 if __name__ == "__main__":

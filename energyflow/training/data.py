@@ -1,4 +1,4 @@
-"""Datasets: 2-D toys, scikit-learn's 8x8 digits, and user data from .npy / .csv files.
+"""Datasets: 2-D toys, scikit-learn's 8x8 digits and breast-cancer table, and user .npy / .csv files.
 
 Every loader returns float32 arrays and checks them before any training starts: NaN/inf,
 ragged or non-numeric CSV rows and too few rows raise a ``ValueError`` naming the file, row and
@@ -17,10 +17,21 @@ from typing import Optional, Sequence
 import numpy as np
 
 TOYS = ("moons", "8gaussians", "checkerboard", "pinwheel", "rings", "spirals")
-BUILTIN = TOYS + ("digits",)
+TABULAR = ("digits", "breast_cancer")
+BUILTIN = TOYS + TABULAR
 MIN_ROWS = 10
 
-__all__ = ["BUILTIN", "TOYS", "Dataset", "digits", "load_dataset", "read_table", "toy"]
+__all__ = [
+    "BUILTIN",
+    "TABULAR",
+    "TOYS",
+    "Dataset",
+    "breast_cancer",
+    "digits",
+    "load_dataset",
+    "read_table",
+    "toy",
+]
 
 
 @dataclass
@@ -93,6 +104,15 @@ def digits(rng: np.random.Generator) -> np.ndarray:
 
     pixels = load_digits().data.astype(np.float64)
     return ((pixels + rng.random(pixels.shape)) / 17.0).astype(np.float32)
+
+
+def breast_cancer() -> np.ndarray:
+    """scikit-learn's Wisconsin breast-cancer measurements (shipped with it): 569 rows of 30
+    positive, right-skewed features, log1p-transformed and standardised: (569, 30)."""
+    from sklearn.datasets import load_breast_cancer
+
+    values = np.log1p(load_breast_cancer().data.astype(np.float64))
+    return ((values - values.mean(0)) / values.std(0)).astype(np.float32)
 
 
 DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab"}
@@ -284,18 +304,20 @@ def load_dataset(
         return Dataset(
             name_or_path, toy(name_or_path, n_train, rng), toy(name_or_path, n_test, rng)
         )
-    if name_or_path == "digits":
+    if name_or_path in TABULAR:
         if context_cols:
-            raise ValueError("--context-cols needs a data file; digits has no context columns")
-        values = digits(rng)
-        image_shape: Optional[tuple[int, int]] = (8, 8)
+            raise ValueError(
+                f"--context-cols needs a data file; {name_or_path} has no context columns"
+            )
+        values = digits(rng) if name_or_path == "digits" else breast_cancer()
+        image_shape: Optional[tuple[int, int]] = (8, 8) if name_or_path == "digits" else None
     else:
         values, header = read_table(Path(name_or_path), header)
         image_shape = None
     order = rng.permutation(len(values))
     n_test_rows = max(1, int(round(test_fraction * len(values))))
     test_rows, train_rows = order[:n_test_rows], order[n_test_rows:]
-    names = None if name_or_path == "digits" else header
+    names = None if name_or_path in TABULAR else header
     context_idx = (
         _column_indices(context_cols, names, values.shape[1], name_or_path) if context_cols else []
     )

@@ -1,20 +1,38 @@
-"""Training loop: the energy objective (samples only) or maximum likelihood (flows).
+"""Training loop: the energy objective (samples only), maximum likelihood (flows), or both.
 
     fit(model, data, objective="energy", estimator="distance", steps=..., batch_size=..., lr=...)
 
-Estimators of the energy objective (docs/math.md, sections 2, 3, 5), all in standardised units:
-  "distance"  energy distance between a data batch and a batch of model samples (no X-X term);
-              unconditional models only.
-  "score"     energy score of ``samples_per_target`` (m >= 2) samples per data row; needed for
-              conditional models (each row's samples share its context).
-  "sliced"    sliced energy distance (beta = 1) with 64 directions.
+The loss of a batch is ``energyflow.training.objective.Objective``; the settings are
+``TrainConfig``. What the loop adds:
 
-Checkpoints (model, optimiser, step, RNG states, history) are written atomically; a run resumed
-from one continues bit for bit like an uninterrupted run with the same seed.
+- **Device and precision**: ``device="auto"`` (CUDA if present) moves the model and the data once
+  (data too large for the GPU stays in pinned host memory and moves batch by batch);
+  ``precision="bf16"``/``"fp16"`` autocasts the networks (fp16 with a GradScaler), the loss stays
+  fp32; ``compile=True`` runs the loss through ``torch.compile``.
+- **Random stream**: step t draws its rows and noise from a generator on the device seeded with
+  (seed, t), for the whole global batch. A resumed run therefore continues bit for bit (same
+  device), and a run split over processes (each takes its share of the rows and noise) equals
+  the single-process run with the same global batch.
+- **Processes**: under torchrun (``WORLD_SIZE`` > 1) the loss is wrapped in DDP, the energy
+  distance is the global one (``energyflow.distributed``), and only rank 0 writes checkpoints,
+  evaluates and shows progress. A checkpoint resumes under any number of processes.
+- **Schedule and budget**: linear warm-up, cosine decay ending at ``steps`` or at
+  ``time_budget`` seconds, whichever comes first (``energyflow.training.schedule``).
+- **Validation and averaging**: ``val_fraction`` of the rows are held out; every ``val_every``
+  steps the model's own objective on them is measured (with fixed noise, so values compare), the
+  best weights are kept and, with ``patience``, the run stops after that many validations without
+  improvement. ``ema`` keeps a moving average of the weights (``WeightAverage``) that validation
+  and the final model use. The model ends with the best validated weights, else the average,
+  else the last weights.
+
+Checkpoints (model, optimiser, averages, best weights, scaler, progress, history) are written
+atomically; a loss that becomes NaN or inf raises FloatingPointError before its step, leaving
+the last checkpoint intact.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,149 +40,108 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 from tqdm import tqdm
 
-from energyflow import functional
+from energyflow import distributed
 from energyflow._io import atomic_save
 from energyflow.models.base import GenerativeModel
-
-OBJECTIVES = ("energy", "mle")
-ESTIMATORS = ("distance", "score", "sliced")
+from energyflow.training.averaging import WeightAverage
+from energyflow.training.config import (
+    ESTIMATORS,
+    OBJECTIVES,
+    TrainConfig,
+    check_setup,
+    default_estimator,
+)
+from energyflow.training.device import autocast, grad_scaler, resolve_device
+from energyflow.training.objective import Objective
+from energyflow.training.schedule import MIN_LR_FRACTION, lr_factor, plan_steps
 
 __all__ = [
     "ESTIMATORS",
+    "MIN_LR_FRACTION",
     "OBJECTIVES",
     "TrainConfig",
     "TrainState",
     "check_setup",
     "default_estimator",
     "fit",
-    "loss_on_batch",
     "lr_factor",
+    "split_validation",
 ]
 
-
-@dataclass
-class TrainConfig:
-    """Settings of one training run (see the module docstring for the estimators).
-
-    ``estimator=None`` picks ``"distance"`` for unconditional models and ``"score"`` for
-    conditional ones (``default_estimator``).
-    """
-
-    objective: str = "energy"
-    estimator: Optional[str] = None
-    beta: float = 1.0
-    samples_per_target: int = 2
-    steps: int = 1000
-    batch_size: int = 256
-    lr: float = 1e-3
-    seed: int = 0
-    eval_every: int = 0
-    checkpoint_every: int = 0
+GRAD_CLIP_NORM = 10.0
+_VALIDATION_STREAM = -1  # the step index whose random stream validation uses (fixed noise)
 
 
 @dataclass
 class TrainState:
-    """Progress of a run: steps done, per-step records, seconds, and the learning-rate schedule
-    as cosine segments ``[start_step, end_step, start_factor]`` (see ``lr_factor``)."""
+    """Progress of a run: steps done, per-step records, seconds, the learning-rate schedule's
+    cosine segments (``schedule.lr_factor``), and validation: the best value and its step, and
+    how many validations have passed since. ``stopped_by``: "steps", "time_budget" or
+    "patience"."""
 
     step: int = 0
     history: list = field(default_factory=list)
     seconds: float = 0.0
     lr_segments: list = field(default_factory=list)
+    best_val: Optional[float] = None
+    best_step: int = 0
+    validations_since_best: int = 0
+    stopped_by: str = ""
 
 
-# The cosine schedule decays the learning rate to this fraction of ``lr``.
-MIN_LR_FRACTION = 0.02
-
-
-def lr_factor(segments: list, step: int) -> float:
-    """The learning rate at ``step`` as a fraction of ``lr``: a cosine from each segment's start
-    factor down to MIN_LR_FRACTION at its end. A run extended beyond its planned steps gets a new
-    segment that starts where the schedule stood, so the rate never climbs back up.
+def split_validation(rows: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """Row indices (train, validation) for holding out ``ceil(fraction * rows)`` rows at random
+    (a permutation seeded by ``seed``; no validation rows for fraction 0).
 
     Example:
-        >>> lr_factor([[0, 100, 1.0]], 0), lr_factor([[0, 100, 1.0]], 100)
-        (1.0, 0.02)
+        >>> train, val = split_validation(10, 0.2, seed=0)
+        >>> len(train), len(val), sorted(train.tolist() + val.tolist()) == list(range(10))
+        (8, 2, True)
     """
-    start, end, begin = next((seg for seg in reversed(segments) if seg[0] <= step), segments[0])
-    progress = min(max((step - start) / max(end - start, 1), 0.0), 1.0)
-    return MIN_LR_FRACTION + (begin - MIN_LR_FRACTION) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    order = torch.randperm(rows, generator=torch.Generator().manual_seed(seed))
+    held_out = math.ceil(fraction * rows) if fraction else 0
+    return order[held_out:], order[:held_out]
 
 
-def _plan_steps(state: TrainState, steps: int) -> None:
-    """Make the schedule end at ``steps``: the first plan, or an extension of a resumed run."""
-    if not state.lr_segments:
-        state.lr_segments = [[0, steps, 1.0]]
-    elif steps <= state.step:
-        raise ValueError(
-            f"steps={steps} but the run has already done {state.step} steps; pass more steps "
-            "to extend it"
-        )
-    elif steps != state.lr_segments[-1][1]:
-        state.lr_segments.append([state.step, steps, lr_factor(state.lr_segments, state.step)])
+def _step_seed(seed: int, step: int) -> int:
+    """The seed of step ``step``'s random stream (distinct for every (seed, step))."""
+    return (seed * 1_000_003 + step + 1) % (2**63)
 
 
-def default_estimator(conditional: bool) -> str:
-    """The energy estimator used when none is named: the score for conditional models (each
-    row's samples share its context), else the distance (all N x M cross pairs)."""
-    return "score" if conditional else "distance"
+class _Rows:
+    """The training rows on the device, or in pinned host memory when too large for the GPU
+    (a quarter of its free memory), fetched batch by batch."""
+
+    def __init__(self, values: Optional[Tensor], device: torch.device) -> None:
+        self.device = device
+        if values is None:
+            self.values = None
+            return
+        on_host = device.type == "cuda" and values.nbytes > torch.cuda.mem_get_info(device)[0] // 4
+        self.values = values.pin_memory() if on_host else values.to(device)
+
+    def __getitem__(self, rows: Tensor) -> Optional[Tensor]:
+        if self.values is None:
+            return None
+        return self.values[rows.to(self.values.device)].to(self.device, non_blocking=True)
 
 
-def check_setup(
-    model: GenerativeModel, config: TrainConfig, data: Tensor, context: Optional[Tensor]
-) -> None:
-    """Raise a ValueError naming the setting if ``model`` cannot be trained so on ``data``."""
-    if config.objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {config.objective!r}")
-    if config.estimator is not None and config.estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {config.estimator!r}")
-    if config.objective == "mle" and not model.has_density:
-        raise ValueError(
-            f"objective='mle' needs a model with a density; {type(model).__name__} has none "
-            "(use 'energy')"
-        )
-    if data.dim() != 2 or data.shape[1] != model.features:
-        raise ValueError(f"data must be (N, {model.features}), got shape {tuple(data.shape)}")
-    if (context is None) != (model.context_features == 0):
-        raise ValueError("pass context exactly when the model has context features")
-    estimator = config.estimator or default_estimator(context is not None)
-    if context is not None and config.objective == "energy" and estimator != "score":
-        raise ValueError(
-            "a conditional model needs estimator='score' (samples per target share its context)"
-        )
-    if config.samples_per_target < 2 and estimator == "score":
-        raise ValueError("estimator='score' needs samples_per_target >= 2")
-    if config.steps < 1 or config.batch_size < 2:
-        raise ValueError("steps must be >= 1 and batch_size >= 2")
-
-
-def loss_on_batch(
-    model: GenerativeModel, config: TrainConfig, x: Tensor, context: Optional[Tensor]
-) -> Tensor:
-    """The training loss of one batch (data units in, standardised inside)."""
-    if config.objective == "mle":
-        return -model.log_prob(x, context).mean()
-    target = model.standardise(x)
-    if config.estimator == "score":
-        m = config.samples_per_target
-        if context is None:
-            samples = model.rsample_standardised((x.shape[0], m))
-        else:
-            samples = model.rsample_standardised((m,), context).transpose(
-                0, 1
-            )  # (m, B, D) -> (B, m, D)
-        return functional.energy_score(samples, target, beta=config.beta)
-    samples = model.rsample_standardised((x.shape[0],))
-    if config.estimator == "sliced":
-        return functional.sliced_energy_distance(target, samples, num_projections=64)
-    return functional.energy_distance(target, samples, beta=config.beta, include_xx=False)
-
-
-def _rng_state(generator: torch.Generator) -> dict:
-    return {"torch": torch.get_rng_state(), "data": generator.get_state()}
+def _checkpoint_payload(
+    model, optimiser, average, scaler, best, state: TrainState, config: TrainConfig
+) -> dict:
+    return {
+        "model": model.state_dict(),
+        "optimiser": optimiser.state_dict(),
+        "average": None if average is None else average.state_dict(),
+        "scaler": None if scaler is None else scaler.state_dict(),
+        "best": best,
+        "state": asdict(state),
+        "config": asdict(config),
+    }
 
 
 def fit(
@@ -181,13 +158,13 @@ def fit(
 ) -> TrainState:
     """Train ``model`` on ``data`` (N, D) [with ``context`` (N, C)] and return its TrainState.
 
-    ``config`` fields may also be given as keywords (``steps=...``, ``lr=...``). With
-    ``checkpoint`` a checkpoint is written every ``checkpoint_every`` steps and at the end;
-    ``resume=True`` continues from it, and more ``steps`` than planned extend the run (the
-    learning rate continues its decay from where it stood, ``lr_factor``). A loss that becomes
-    NaN or inf raises FloatingPointError before the step, leaving the last checkpoint intact.
-    ``evaluate(model)`` runs every ``eval_every`` steps (its
-    randomness is isolated, so it does not change the training run) and lands in the history.
+    ``config`` fields may also be given as keywords (``steps=...``, ``lr=...``, see
+    ``TrainConfig``). With ``checkpoint`` a checkpoint is written every ``checkpoint_every``
+    steps and at the end; ``resume=True`` continues from it, and more ``steps`` than planned
+    extend the run (the learning rate continues its decay from where it stood). Runs with a
+    ``time_budget`` resume too, but their schedule follows the clock, so not bit for bit.
+    ``evaluate(model)`` runs every ``eval_every`` steps on rank 0 (with the averaged weights; its
+    randomness is isolated) and lands in the history.
 
     Example:
         >>> import torch
@@ -198,71 +175,172 @@ def fit(
         (5, 5)
     """
     config = TrainConfig(**{**asdict(config or TrainConfig()), **overrides})
-    data = torch.as_tensor(data, dtype=model.loc.dtype)
-    context = None if context is None else torch.as_tensor(context, dtype=model.loc.dtype)
+    device = resolve_device(config.device)
+    multi = distributed.init_from_environment(device)
+    ranks, me = distributed.world_size(), distributed.rank()
+    model.to(device)
+    dtype = model.loc.dtype
+    data = torch.as_tensor(data, dtype=dtype)
+    context = None if context is None else torch.as_tensor(context, dtype=dtype)
     check_setup(model, config, data, context)
+    if config.batch_size % ranks:
+        raise ValueError(
+            f"batch_size={config.batch_size} (the global batch) must divide evenly over the "
+            f"{ranks} processes"
+        )
     config.estimator = config.estimator or default_estimator(context is not None)
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed + 1)
+    train_rows, val_rows = split_validation(len(data), config.val_fraction, config.seed)
+    conditional = context is not None
+    train_x, val_x = data[train_rows], data[val_rows].to(device)
+    train_c = None if context is None else context[train_rows]
+    val_c = None if context is None else context[val_rows].to(device)
+
+    objective = Objective(model, config)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
-    state = TrainState()
+    scaler = grad_scaler(device, config.precision)
+    average = WeightAverage(model, config.ema) if config.ema else None
+    state, best = TrainState(), None
     if resume:
         if checkpoint is None or not Path(checkpoint).exists():
             raise ValueError(f"resume=True but there is no checkpoint at {checkpoint}")
-        saved = torch.load(checkpoint, weights_only=False)
+        saved = torch.load(checkpoint, map_location=device, weights_only=False)
         model.load_state_dict(saved["model"])
         optimiser.load_state_dict(saved["optimiser"])
-        torch.set_rng_state(saved["rng"]["torch"])
-        generator.set_state(saved["rng"]["data"])
+        for part, key in ((average, "average"), (scaler, "scaler")):
+            if part is not None and saved.get(key) is not None:
+                part.load_state_dict(saved[key])
+        best = saved.get("best")
         state = TrainState(**saved["state"])
+        state.stopped_by = ""
     else:
-        model.fit_standardisation(data)
-    _plan_steps(state, config.steps)
+        model.fit_standardisation(
+            train_x.to(device), None if train_c is None else train_c.to(device)
+        )
+    plan_steps(state.lr_segments, state.step, config.steps)
+    rows_of, context_of = _Rows(train_x, device), _Rows(train_c, device)
+
+    step_module: torch.nn.Module = objective
+    if multi:
+        step_module = torch.nn.parallel.DistributedDataParallel(
+            objective, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if config.compile:
+        step_module = torch.compile(step_module)
+    generator = torch.Generator(device=device)
+    share = config.batch_size // ranks
+    mine = slice(me * share, (me + 1) * share)
+    row_dim = objective.noise_row_dim(conditional)
+
+    def draw(batch: int, step: int) -> tuple[Optional[Tensor], Tensor]:
+        """The noise of a batch of ``batch`` rows and the row indices, from step's stream."""
+        generator.manual_seed(_step_seed(config.seed, step))
+        rows = torch.randint(len(train_x), (batch,), generator=generator, device=device)
+        if not objective.needs_samples:
+            return None, rows
+        noise = torch.randn(
+            objective.noise_shape(batch, conditional),
+            generator=generator,
+            device=device,
+            dtype=dtype,
+        )
+        return noise, rows
+
+    def averaged() -> contextlib.AbstractContextManager:
+        return average.applied(model) if average is not None else contextlib.nullcontext()
+
+    def validate() -> float:
+        noise, _ = draw(len(val_x), _VALIDATION_STREAM)
+        with torch.no_grad(), distributed.local(), averaged(), autocast(device, config.precision):
+            model.eval()
+            value = objective(val_x, val_c, noise, generator).float()
+            model.train()
+        if multi:  # one decision for all ranks
+            dist.broadcast(value, 0)
+        return value.item()
 
     def save() -> None:
-        if checkpoint is not None:
-            atomic_save(
-                {
-                    "model": model.state_dict(),
-                    "optimiser": optimiser.state_dict(),
-                    "rng": _rng_state(generator),
-                    "state": asdict(state),
-                    "config": asdict(config),
-                },
-                checkpoint,
-            )
+        if checkpoint is not None and me == 0:
+            payload = _checkpoint_payload(model, optimiser, average, scaler, best, state, config)
+            atomic_save(payload, checkpoint)
 
     bar = tqdm(
         total=config.steps,
         initial=state.step,
         desc="training",
         unit="step",
-        disable=not progress,
+        disable=not progress or me != 0,
         mininterval=0.5,
     )
     started = time.perf_counter() - state.seconds
     model.train()
-    while state.step < config.steps:
-        rows = torch.randint(len(data), (config.batch_size,), generator=generator)
-        loss = loss_on_batch(model, config, data[rows], None if context is None else context[rows])
-        if not torch.isfinite(loss):  # nothing is written: the last checkpoint stays good
+    while not state.stopped_by:
+        noise, rows = draw(config.batch_size, state.step)
+        rows = rows[mine]
+        if noise is not None:
+            noise = noise[(slice(None),) * row_dim + (mine,)]
+        with autocast(device, config.precision):
+            loss = step_module(rows_of[rows], context_of[rows], noise, generator)
+        reported = loss.detach().clone()
+        if multi:
+            dist.all_reduce(reported)
+            reported /= ranks
+        if not torch.isfinite(reported):  # nothing is written: the last checkpoint stays good
             raise FloatingPointError(
-                f"the loss became {loss.item()} at step {state.step}; lower the learning rate"
+                f"the loss became {reported.item()} at step {state.step}; lower the learning rate"
             )
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        rate = config.lr * lr_factor(
+            state.lr_segments,
+            state.step,
+            warmup_steps=config.warmup_steps,
+            seconds=state.seconds,
+            time_budget=config.time_budget,
+        )
         for group in optimiser.param_groups:
-            group["lr"] = config.lr * lr_factor(state.lr_segments, state.step)
-        optimiser.step()
+            group["lr"] = rate
+        optimiser.zero_grad(set_to_none=True)
+        if scaler is None:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP_NORM)
+            optimiser.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimiser)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP_NORM)
+            scaler.step(optimiser)
+            scaler.update()
+        if average is not None:
+            average.update(model)
         state.step += 1
         state.seconds = time.perf_counter() - started
-        record = {"step": state.step, "loss": loss.item(), "seconds": state.seconds}
+        record = {"step": state.step, "loss": reported.item(), "seconds": state.seconds, "lr": rate}
+        if state.step >= config.steps:
+            state.stopped_by = "steps"
+        elif config.time_budget is not None:
+            over = torch.tensor(float(state.seconds >= config.time_budget), device=device)
+            if multi:  # rank 0's clock decides for all
+                dist.broadcast(over, 0)
+            state.stopped_by = "time_budget" if over.item() else ""
+        if len(val_x) and (state.step % config.val_every == 0 or state.stopped_by):
+            record["val_loss"] = validate()
+            if state.best_val is None or record["val_loss"] < state.best_val:
+                state.best_val, state.best_step, state.validations_since_best = (
+                    record["val_loss"],
+                    state.step,
+                    0,
+                )
+                with averaged():
+                    best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                state.validations_since_best += 1
+                if config.patience and state.validations_since_best >= config.patience:
+                    state.stopped_by = state.stopped_by or "patience"
         if evaluate is not None and config.eval_every and state.step % config.eval_every == 0:
-            with torch.random.fork_rng(devices=[]):
-                model.eval()
-                record.update(evaluate(model))
-                model.train()
+            if me == 0:
+                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                    with averaged():
+                        model.eval()
+                        record.update(evaluate(model))
+                        model.train()
         state.history.append(record)
         bar.set_postfix(
             loss=f"{record['loss']:.4f}",
@@ -273,6 +351,10 @@ def fit(
         if config.checkpoint_every and state.step % config.checkpoint_every == 0:
             save()
     bar.close()
-    model.eval()
     save()
+    model.eval()
+    if best is not None:
+        model.load_state_dict(best)
+    elif average is not None:
+        average.copy_to(model)
     return state

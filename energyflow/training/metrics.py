@@ -120,8 +120,12 @@ def kde_log_likelihood(
 
 def log_likelihood(model, data: ArrayLike, context: Optional[ArrayLike] = None) -> float:
     """Exact mean log-likelihood of ``data`` under a model with a density (raises otherwise)."""
-    x = _tensor(data, "data").to(model.loc.dtype)
-    c = None if context is None else _tensor(context, "context").to(model.loc.dtype)
+    x = _tensor(data, "data").to(model.loc.device, model.loc.dtype)
+    c = (
+        None
+        if context is None
+        else _tensor(context, "context").to(model.loc.device, model.loc.dtype)
+    )
     with torch.no_grad():
         if c is None:
             values = [model.log_prob(xb) for xb in x.split(4096)]

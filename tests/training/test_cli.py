@@ -97,3 +97,76 @@ def test_cli_resume_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     whole = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)["state"]
     resumed = torch.load(partial / "model.pt", weights_only=True)["state"]
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_cli_training_options_reach_fit_and_are_saved(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = "train --data moons --n-train 600 --hidden 16 --steps 30 --batch-size 64".split()
+    args += "--device cpu --precision bf16 --val-fraction 0.2 --val-every 10 --ema 0.9".split()
+    args += "--warmup-steps 5 --time-budget 60 --beta 1.5 --eval-every 0".split()
+    assert main([*args, "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["precision"] == "bf16" and config["val_fraction"] == 0.2 and config["beta"] == 1.5
+    saved = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert saved["config"]["ema"] == 0.9 and saved["config"]["time_budget"] == 60.0
+    assert [h["step"] for h in saved["state"]["history"] if "val_loss" in h] == [10, 20, 30]
+    assert saved["best"] is not None and saved["average"]["updates"] == 30
+    assert (
+        main(
+            [
+                "sample",
+                "--run",
+                str(out),
+                "--n",
+                "7",
+                "--device",
+                "cpu",
+                "--out",
+                str(tmp_path / "s.npy"),
+            ]
+        )
+        == 0
+    )
+    # an extension may move to another device or budget, not change the recipe
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), "--resume", "--steps", "40", "--beta", "1.0"]) == 2
+    assert "--beta 1.0" in capsys.readouterr().err
+    assert (
+        main(["train", "--out", str(out), "--resume", "--steps", "40", "--time-budget", "30"]) == 0
+    )
+
+
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        ("--beta 2", "must be in (0, 2)"),
+        ("--ema 1", "must be in [0, 1)"),
+        ("--precision fp8", "invalid choice"),
+        ("--time-budget 0", "must be > 0"),
+        ("--device tpu", "device must be"),
+    ],
+)
+def test_cli_bad_training_options_name_themselves(tmp_path, capsys, flags, words):
+    args = [
+        "train",
+        "--data",
+        "moons",
+        "--steps",
+        "2",
+        *flags.split(),
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    try:
+        code = main(args)
+    except SystemExit as stop:  # argparse's own checks
+        code = stop.code
+    assert code == 2
+    assert words in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_cli_cuda_without_cuda_fails_before_writing(tmp_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["train", "--data", "moons", "--device", "cuda", "--out", str(tmp_path / "r")]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err and not (tmp_path / "r").exists()

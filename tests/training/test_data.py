@@ -21,5 +21,9 @@ def test_dataset_loaders():
         and 0 <= digits.train.min()
         and digits.train.max() < 1
     )
+    cancer = load_dataset("breast_cancer")
+    rows = np.concatenate([cancer.train, cancer.test])
+    assert cancer.features == 30 and len(rows) == 569 and len(cancer.test) == 114
+    assert np.allclose(rows.mean(0), 0, atol=1e-5) and np.allclose(rows.std(0), 1, atol=1e-4)
     with pytest.raises(ValueError, match="no such file"):
         load_dataset("nope.csv")

@@ -87,3 +87,230 @@ def _interrupt_at(step):
         return {}
 
     return evaluate
+
+
+def test_resume_with_averaging_and_validation_is_bit_for_bit(tmp_path):
+    data = torch.as_tensor(toy("moons", 600, np.random.default_rng(2)))
+    settings = dict(
+        steps=30,
+        batch_size=32,
+        seed=5,
+        checkpoint_every=10,
+        ema=0.9,
+        val_fraction=0.2,
+        val_every=5,
+        warmup_steps=5,
+        progress=False,
+    )
+
+    def new_model():
+        torch.manual_seed(0)
+        return SemiAutoregressiveGenerator(2, 2, **SMALL)
+
+    straight = new_model()
+    whole = fit(straight, data, checkpoint=tmp_path / "a.pt", **settings)
+    stopped = new_model()
+    with pytest.raises(KeyboardInterrupt):
+        fit(
+            stopped,
+            data,
+            checkpoint=tmp_path / "b.pt",
+            evaluate=_interrupt_at(10),
+            eval_every=1,
+            **settings,
+        )
+    resumed = new_model()
+    state = fit(resumed, data, checkpoint=tmp_path / "b.pt", resume=True, **settings)
+    assert [h.get("val_loss") for h in state.history] == [h.get("val_loss") for h in whole.history]
+    assert (state.best_val, state.best_step) == (whole.best_val, whole.best_step)
+    for p, q in zip(straight.parameters(), resumed.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_validation_keeps_the_best_weights_and_patience_stops():
+    data = torch.as_tensor(toy("8gaussians", 1000, np.random.default_rng(3)))
+    model = SemiAutoregressiveGenerator(2, 1, **SMALL)
+    state = fit(
+        model,
+        data,
+        steps=60,
+        batch_size=64,
+        lr=3e-3,
+        val_fraction=0.25,
+        val_every=10,
+        progress=False,
+    )
+    values = [(h["val_loss"], h["step"]) for h in state.history if "val_loss" in h]
+    assert [step for _, step in values] == [10, 20, 30, 40, 50, 60]
+    assert (state.best_val, state.best_step) == min(values)
+    # the model ends with the best weights: validating them again gives the best value
+    again = fit(
+        model,
+        data,
+        steps=1,
+        lr=1e-12,
+        batch_size=64,
+        val_fraction=0.25,
+        val_every=1,
+        progress=False,
+    )
+    assert again.history[0]["val_loss"] == pytest.approx(state.best_val, rel=1e-4)
+    # a learning rate too small to change anything: no validation improves on the first
+    still = SemiAutoregressiveGenerator(2, 1, **SMALL)
+    stopped = fit(
+        still,
+        data,
+        steps=1000,
+        batch_size=64,
+        lr=1e-12,
+        val_fraction=0.25,
+        val_every=5,
+        patience=2,
+        progress=False,
+    )
+    assert stopped.stopped_by == "patience" and stopped.step == 15
+
+
+def test_time_budget_ends_the_run_and_its_schedule():
+    data = torch.randn(300, 2)
+    model = SemiAutoregressiveGenerator(2, 1, **SMALL)
+    state = fit(model, data, steps=10**7, batch_size=32, lr=1e-3, time_budget=1.0, progress=False)
+    assert state.stopped_by == "time_budget" and 1.0 <= state.seconds < 3.0
+    assert state.history[-1]["lr"] < 0.05 * 1e-3  # the cosine has reached its floor
+    assert state.history[0]["lr"] == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_weight_average_is_the_final_model():
+    data = torch.randn(300, 2)
+    torch.manual_seed(0)
+    plain = SemiAutoregressiveGenerator(2, 1, **SMALL)
+    torch.manual_seed(0)
+    averaged = SemiAutoregressiveGenerator(2, 1, **SMALL)
+    fit(plain, data, steps=20, batch_size=32, lr=1e-2, progress=False)
+    fit(averaged, data, steps=20, batch_size=32, lr=1e-2, ema=0.9, progress=False)
+    # same training trajectory, but the averaged model lags behind the last weights
+    lag = [(p - q).abs().max() for p, q in zip(plain.parameters(), averaged.parameters())]
+    assert max(lag) > 1e-3
+
+
+def test_weight_average_follows_its_formula():
+    from energyflow.training.averaging import WeightAverage
+
+    layer = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.fill_(0.0)
+    average = WeightAverage(layer, decay=0.5)
+    expected = 0.0
+    for t, value in enumerate([1.0, 2.0, 3.0]):
+        with torch.no_grad():
+            layer.weight.fill_(value)
+        average.update(layer)
+        decay = min(0.5, (1 + t) / (10 + t))
+        expected = decay * expected + (1 - decay) * value
+    assert average.shadow[0].item() == pytest.approx(expected)
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage(layer, decay=1.0)
+
+
+def test_hybrid_objective_is_energy_plus_weighted_nll():
+    from energyflow.training.config import TrainConfig
+    from energyflow.training.objective import Objective
+
+    torch.manual_seed(0)
+    flow = BlockAffineFlow(3, 3, transforms=1, **SMALL).double()
+    x = torch.randn(40, 3, dtype=torch.float64) * 3 + 1
+    flow.fit_standardisation(x)
+    noise = torch.randn(40, 3, dtype=torch.float64)
+    energy = Objective(flow, TrainConfig(objective="energy", estimator="distance"))(x, None, noise)
+    nll = Objective(flow, TrainConfig(objective="mle"))(x, None, None)
+    hybrid = Objective(
+        flow, TrainConfig(objective="hybrid", estimator="distance", hybrid_weight=0.5)
+    )(x, None, noise)
+    per_feature = (nll - flow.scale.log().sum()) / 3
+    assert hybrid.item() == pytest.approx((energy + 0.5 * per_feature).item(), rel=1e-12)
+    state = fit(flow, x, objective="hybrid", steps=5, batch_size=16, progress=False)
+    assert state.step == 5 and all(np.isfinite(h["loss"]) for h in state.history)
+    generator = SemiAutoregressiveGenerator(3, 1, **SMALL)
+    with pytest.raises(ValueError, match="objective='hybrid' needs a model with a density"):
+        fit(generator, x.float(), objective="hybrid", steps=1, progress=False)
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        (dict(device="tpu"), "device must be"),
+        (dict(precision="fp8"), "precision must be one of"),
+        (dict(val_fraction=1.5), "val_fraction must be in"),
+        (dict(val_fraction=0.001), "too few rows"),
+        (dict(ema=1.0), "ema must be in"),
+        (dict(beta=2.0), "beta must be in"),
+        (dict(time_budget=0.0), "time_budget must be"),
+        (dict(estimator="sliced", beta=1.5), "beta = 1 only"),
+    ],
+)
+def test_bad_settings_name_themselves(setting, message):
+    model = SemiAutoregressiveGenerator(2, 1, **SMALL)
+    with pytest.raises(ValueError, match=message):
+        fit(model, torch.randn(100, 2), steps=1, progress=False, **setting)
+
+
+def test_cuda_without_cuda_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    model = SemiAutoregressiveGenerator(2, 1, **SMALL)
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        fit(model, torch.randn(100, 2), steps=1, device="cuda", progress=False)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_with_an_fp32_loss(precision):
+    data = torch.as_tensor(toy("8gaussians", 1000, np.random.default_rng(4)), dtype=torch.float32)
+    model = SemiAutoregressiveGenerator(2, 2, hidden_features=(32, 32))
+    before = metrics.sample_energy_distance(model.sample((1000,)), data[:1000])
+    state = fit(
+        model,
+        data,
+        steps=100,
+        batch_size=128,
+        lr=3e-3,
+        precision=precision,
+        device="cpu",
+        progress=False,
+    )
+    after = metrics.sample_energy_distance(model.sample((1000,)), data[:1000])
+    assert all(np.isfinite(h["loss"]) for h in state.history) and after < 0.6 * before
+    assert next(model.parameters()).dtype == torch.float32
+
+
+def test_compiled_training_matches_eager():
+    data = torch.randn(200, 2)
+    losses = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = SemiAutoregressiveGenerator(2, 1, **SMALL)
+        state = fit(model, data, steps=3, batch_size=32, compile=compiled, progress=False)
+        losses.append([h["loss"] for h in state.history])
+    assert losses[1] == pytest.approx(losses[0], rel=1e-4)
+
+
+def test_context_is_standardised_and_saved(tmp_path):
+    from energyflow.models import load_model
+
+    context = torch.randn(400, 2) * torch.tensor([100.0, 0.01]) + 50.0
+    data = torch.randn(400, 2) + context[:, :1] / 100.0
+    model = SemiAutoregressiveGenerator(2, 1, context_features=2, **SMALL)
+    fit(model, data, context=context, steps=2, batch_size=32, progress=False)
+    assert torch.allclose(model.context_loc, context.mean(0))
+    assert torch.allclose(model.context_scale, context.std(0))
+    model.save(tmp_path / "m.pt")
+    loaded = load_model(tmp_path / "m.pt")
+    assert torch.equal(loaded.context_scale, model.context_scale)
+    # a model saved before context standardisation existed loads with the identity
+    saved = torch.load(tmp_path / "m.pt", weights_only=True)
+    for key in ("context_loc", "context_scale"):
+        del saved["state"][key]
+    torch.save(saved, tmp_path / "old.pt")
+    old = load_model(tmp_path / "old.pt")
+    assert torch.equal(old.context_loc, torch.zeros(2)) and torch.equal(
+        old.context_scale, torch.ones(2)
+    )

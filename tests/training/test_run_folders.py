@@ -348,9 +348,9 @@ def test_sampling_streams_in_chunks_to_the_file(tmp_path, monkeypatch):
 
 
 def test_a_loss_that_becomes_nan_stops_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
-    from energyflow.training import fit as fit_module
+    from energyflow.training.objective import Objective
 
-    real = fit_module.loss_on_batch
+    real = Objective.forward
     calls = {"n": 0}
 
     def diverging(*args):  # as with a far too large learning rate: NaN from step 7 on
@@ -358,7 +358,7 @@ def test_a_loss_that_becomes_nan_stops_and_keeps_the_last_checkpoint(tmp_path, m
         loss = real(*args)
         return loss * float("nan") if calls["n"] > 6 else loss
 
-    monkeypatch.setattr(fit_module, "loss_on_batch", diverging)
+    monkeypatch.setattr(Objective, "forward", diverging)
     out = tmp_path / "run"
     code = main(train_args(out, steps=50, extra="--checkpoint-every 5"))
     err = capsys.readouterr().err
