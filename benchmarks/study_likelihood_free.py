@@ -1,22 +1,30 @@
-"""The likelihood-free study: energy-trained models against maximum likelihood, on data we ship.
+"""Sample-quality study: what makes energy training good, and how it compares with likelihoods.
 
-For each dataset (2-D toys and scikit-learn's 8x8 digits) it trains, at about equal parameter
-count and equal wall-clock budget:
-  - SemiAutoregressiveGenerator, energy objective, K in {1, 2, 4, 8, D} (what D allows);
-  - BlockAffineFlow, energy objective;  - the same BlockAffineFlow by maximum likelihood;
-  - zuko's MAF by maximum likelihood (the outside baseline; benchmark-only dependency).
-and reports test energy distance, C2ST accuracy, exact log-likelihood where it exists, KDE
-log-likelihood for all, training seconds per step and seconds to draw 10,000 samples. A separate
-measurement compares sampling speed at equal hidden size: SemiAutoregressiveGenerator K = 8
-against a single-transform MAF (D sequential passes). Writes benchmarks/results/study.md,
-study.json and study_<dataset>.png sample grids.
+Part ``ablation`` (digits): one factor at a time from a base recipe (the defaults before this
+study): batch size, estimator (distance / score m in {2, 4, 8} / sliced), beta, noise features,
+width / depth / residual, learning rate, warm-up, weight averaging (EMA), K. Every cell: 3 seeds,
+the same wall-clock budget, C2ST as the primary metric. Writes study_ablation.{json,md}.
 
-    python benchmarks/study_likelihood_free.py --budget 60 --toy-budget 15
+Part ``combine``: the factors that helped alone, together (appended to the ablation's table).
+
+Part ``compare`` (8gaussians, checkerboard, digits, breast_cancer): energyflow's recommended
+recipe (``energyflow.training.recipe``, what ``fit`` and ``energyflow train`` use by default)
+for the energy-trained SemiAutoregressiveGenerator and BlockAffineFlow, the hybrid objective,
+the MLE-trained BlockAffineFlow, and zuko's MAF (4 transforms, hidden (128, 128), trained by
+maximum likelihood through the same loop: validation split, best weights, cosine schedule).
+Equal wall-clock budget per model, 3 seeds, mean +- sd of C2ST (primary), energy distance, MMD,
+KDE and exact log-likelihood, sampling time. On digits it also records the weights every few
+seconds and plots C2ST against wall-clock seconds (study_time_to_quality.png). Writes
+study.{json,md} and study_<dataset>.png.
+
+    python benchmarks/study_likelihood_free.py --part ablation --budget 20
+    python benchmarks/study_likelihood_free.py --part compare --budget 60 --toy-budget 15
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import time
@@ -24,7 +32,7 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
-from torch import Tensor
+from _zuko import ZukoFlow
 
 from _common import RESULTS, machine_description
 from energyflow.models import BlockAffineFlow, GenerativeModel, SemiAutoregressiveGenerator
@@ -32,75 +40,17 @@ from energyflow.training import metrics
 from energyflow.training.data import Dataset, load_dataset
 from energyflow.training.fit import TrainConfig, fit
 
+SEEDS = (0, 1, 2)
+SNAPSHOT_SECONDS = 5.0
 
-class ZukoMAF(GenerativeModel):
-    """zuko's MAF behind energyflow's model interface (standardisation included), for fit()."""
 
-    has_density = True
-
-    def __init__(self, features: int, hidden: int, transforms: int) -> None:
-        import zuko
-
-        super().__init__(features, 0, {})
-        self.noise_features = features
-        self.flow = zuko.flows.MAF(
-            features, 0, transforms=transforms, hidden_features=(hidden, hidden)
-        )
-
-    def log_prob(self, x: Tensor, context: Optional[Tensor] = None) -> Tensor:
-        return self.flow().log_prob(self.standardise(x)) - self.scale.log().sum()
-
-    def rsample_standardised(self, shape=(), context=None) -> Tensor:
-        shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        return self.flow().rsample(shape)
+def ZukoMAF(features: int) -> GenerativeModel:
+    """zuko's MAF as the study's baseline: 4 transforms, hidden (128, 128)."""
+    return ZukoFlow("MAF", features, transforms=4, hidden_features=(128, 128))
 
 
 def parameter_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def matched_width(build: Callable[[int], torch.nn.Module], target: int, low: int) -> int:
-    """The hidden width whose model has the parameter count closest to ``target``."""
-    best, best_gap = low, math.inf
-    for width in range(low, 2049, 8):
-        gap = abs(parameter_count(build(width)) - target)
-        if gap < best_gap:
-            best, best_gap = width, gap
-        elif parameter_count(build(width)) > target:
-            break
-    return best
-
-
-def candidates(
-    features: int, target_params: int
-) -> list[tuple[str, str, Callable[[int], GenerativeModel]]]:
-    """(name, objective, build(width)) for every model of the study."""
-    ks = [k for k in (1, 2, 4, 8) if k < features] + [features]
-    flow_k = min(8, features)
-    rows = [
-        (
-            f"SAEF K={k}",
-            "energy",
-            (lambda k: lambda w: SemiAutoregressiveGenerator(features, k, hidden_features=(w, w)))(
-                k
-            ),
-        )
-        for k in ks
-    ]
-    rows += [
-        (
-            f"BlockAffineFlow K={flow_k} (energy)",
-            "energy",
-            lambda w: BlockAffineFlow(features, flow_k, transforms=4, hidden_features=(w, w)),
-        ),
-        (
-            f"BlockAffineFlow K={flow_k} (MLE)",
-            "mle",
-            lambda w: BlockAffineFlow(features, flow_k, transforms=4, hidden_features=(w, w)),
-        ),
-        ("zuko MAF (MLE)", "mle", lambda w: ZukoMAF(features, w, transforms=4)),
-    ]
-    return rows
 
 
 def time_sampling(model: GenerativeModel, n: int = 10000) -> float:
@@ -110,98 +60,291 @@ def time_sampling(model: GenerativeModel, n: int = 10000) -> float:
     return time.perf_counter() - start
 
 
-class BestCheckpoint:
-    """Early stopping on a validation split, each model by its own objective: held-out energy
-    distance for energy training, held-out log-likelihood for maximum likelihood. Called by
-    fit() every ``eval_every`` steps; keeps the best weights."""
+class Snapshots:
+    """fit's ``evaluate`` hook: the (averaged) weights every SNAPSHOT_SECONDS of training."""
 
-    def __init__(self, objective: str, validation: Tensor) -> None:
-        self.objective, self.validation = objective, validation
-        self.best_score, self.best_state, self.evaluations = math.inf, None, 0
+    def __init__(self) -> None:
+        self.started, self.taken = time.perf_counter(), []
 
     def __call__(self, model: GenerativeModel) -> dict:
-        with torch.no_grad():
-            if self.objective == "mle":
-                score = -metrics.log_likelihood(model, self.validation)
-            else:
-                score = metrics.sample_energy_distance(
-                    model.sample((len(self.validation),)), self.validation
-                )
-        self.evaluations += 1
-        if math.isfinite(score) and score < self.best_score:
-            self.best_score = score
-            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        return {"validation_score": score}
+        seconds = time.perf_counter() - self.started
+        if seconds >= SNAPSHOT_SECONDS * (len(self.taken) + 1):
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            self.taken.append((seconds, state))
+        return {}
 
 
-def run_model(
-    name: str, objective: str, model: GenerativeModel, dataset: Dataset, budget: float, batch: int
-) -> tuple[dict, np.ndarray]:
-    rows = torch.as_tensor(dataset.train)
-    split = max(1, len(rows) // 10)
-    data, validation = rows[split:], rows[:split]
-    torch.manual_seed(0)
-    probe = TrainConfig(objective=objective, steps=10**9, batch_size=batch, lr=1e-3)
-    # estimate seconds per step on a copy, then give the model as many steps as the budget allows
-    trial = fit(
-        _clone(model), data, config=TrainConfig(**{**probe.__dict__, "steps": 15}), progress=False
-    )
-    steps = max(20, int(budget / (trial.seconds / trial.step)))
-    best = BestCheckpoint(objective, validation[:2000])
-    config = TrainConfig(**{**probe.__dict__, "steps": steps, "eval_every": max(1, steps // 20)})
-    state = fit(model, data, config=config, evaluate=best, progress=False)
-    if best.best_state is not None:
-        model.load_state_dict(best.best_state)
+def score(model: GenerativeModel, dataset: Dataset, seed: int, full: bool = True) -> dict:
+    """Test metrics of a trained model (C2ST first)."""
     test = torch.as_tensor(dataset.test)
-    torch.manual_seed(1)
+    torch.manual_seed(1000 + seed)
     samples = model.sample((max(2000, len(test)),))
-    standardised = model.standardise(samples)
-    exploded = float(
-        (~torch.isfinite(standardised) | (standardised.abs() > 100)).any(-1).double().mean()
-    )
-    test_log_prob = None
+    row = {"c2st": metrics.c2st(samples[: len(test)], test, seed=seed)}
+    if not full:
+        return row
+    row["energy_distance"] = metrics.sample_energy_distance(samples[: len(test)], test)
+    row["mmd"] = metrics.mmd(samples[: len(test)], test)
+    row["kde_log_likelihood"] = metrics.kde_log_likelihood(model.sample((10000,)), test)
     if model.has_density:
         with torch.no_grad():
-            test_log_prob = model.log_prob(test)
-    row = {
-        "model": name,
-        "objective": objective,
-        "parameters": parameter_count(model),
-        "steps": steps,
-        "train_seconds": state.seconds,
-        "seconds_per_step": state.seconds / state.step,
-        "exploded_sample_fraction": exploded,
-        "test_energy_distance": metrics.sample_energy_distance(samples[: len(test)], test),
-        "c2st_accuracy": metrics.c2st(samples[: len(test)], test),
-        "kde_log_likelihood_estimate": metrics.kde_log_likelihood(model.sample((10000,)), test),
-        "log_likelihood": None if test_log_prob is None else float(test_log_prob.mean()),
-        "median_log_likelihood": None if test_log_prob is None else float(test_log_prob.median()),
-        "sample_10k_seconds": time_sampling(model),
-    }
-    print(json.dumps(row), flush=True)
-    return row, samples.numpy()
-
-
-def _clone(model: GenerativeModel) -> GenerativeModel:
-    import copy
-
-    return copy.deepcopy(model)
-
-
-def sampling_speed(features: int, hidden: int, n: int = 10000) -> dict:
-    """SAEF K = 8 vs a one-transform MAF (features sequential passes), same hidden size."""
-    saef = SemiAutoregressiveGenerator(features, min(8, features), hidden_features=(hidden, hidden))
-    maf = ZukoMAF(features, hidden, transforms=1)
-    row = {
-        "features": features,
-        "hidden": hidden,
-        "n": n,
-        "saef_k8_seconds": time_sampling(saef, n),
-        "maf_seconds": time_sampling(maf, n),
-    }
-    row["saef_speedup"] = row["maf_seconds"] / row["saef_k8_seconds"]
-    print(json.dumps(row), flush=True)
+            row["log_likelihood"] = float(model.log_prob(test).mean())
+    row["sample_10k_seconds"] = time_sampling(model)
     return row
+
+
+def train(
+    model: GenerativeModel,
+    dataset: Dataset,
+    config: TrainConfig,
+    budget: float,
+    seed: int,
+    snapshots: Optional[Snapshots] = None,
+) -> dict:
+    """Train for ``budget`` seconds (the schedule ends there; best validated weights kept)."""
+    torch.manual_seed(seed)
+    settings = {**config.__dict__, "steps": 10**9, "time_budget": budget, "seed": seed}
+    if snapshots is not None:
+        settings["eval_every"] = 10
+    state = fit(
+        model,
+        torch.as_tensor(dataset.train),
+        config=TrainConfig(**settings),
+        evaluate=snapshots,
+        progress=False,
+    )
+    return {"steps": state.step, "train_seconds": state.seconds, "best_step": state.best_step}
+
+
+def summarise(values: list[float]) -> tuple[float, float]:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return math.nan, math.nan
+    return float(np.mean(finite)), float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0
+
+
+# ---- part 1: the ablation ----------------------------------------------------------------------
+BASE = {
+    "model": {"blocks": 2, "hidden_features": (256, 256)},
+    "train": {"batch_size": 512, "lr": 1e-3, "val_fraction": 0.1},
+}
+FACTORS: dict[str, list[tuple[str, dict, dict]]] = {
+    "batch size": [
+        ("256", {}, {"batch_size": 256}),
+        ("1024", {}, {"batch_size": 1024}),
+        ("2048", {}, {"batch_size": 2048}),
+        ("4096", {}, {"batch_size": 4096}),
+    ],
+    "estimator": [
+        ("score m=2", {}, {"estimator": "score", "samples_per_target": 2}),
+        ("score m=4", {}, {"estimator": "score", "samples_per_target": 4}),
+        ("score m=8", {}, {"estimator": "score", "samples_per_target": 8}),
+        ("sliced", {}, {"estimator": "sliced"}),
+    ],
+    "beta": [("0.5", {}, {"beta": 0.5}), ("1.5", {}, {"beta": 1.5})],
+    "noise features": [("D/2", {"noise": 0.5}, {}), ("2D", {"noise": 2.0}, {})],
+    "network": [
+        ("width 512", {"hidden_features": (512, 512)}, {}),
+        ("depth 3", {"hidden_features": (256, 256, 256)}, {}),
+        ("depth 3 residual", {"hidden_features": (256, 256, 256), "residual": True}, {}),
+    ],
+    "learning rate": [("3e-4", {}, {"lr": 3e-4}), ("3e-3", {}, {"lr": 3e-3})],
+    "warm-up": [("500 steps", {}, {"warmup_steps": 500})],
+    "weight average": [("EMA 0.99", {}, {"ema": 0.99}), ("EMA 0.999", {}, {"ema": 0.999})],
+    "K (blocks)": [("K=1", {"blocks": 1}, {}), ("K=4", {"blocks": 4}, {})],
+}
+
+
+def ablation_model(features: int, options: dict) -> GenerativeModel:
+    options = {**BASE["model"], **options}
+    noise = options.pop("noise", 1.0)
+    return SemiAutoregressiveGenerator(
+        features, noise_features=max(1, int(noise * features)), **options
+    )
+
+
+# combinations of the factors that helped alone, checked together before one becomes the recipe
+COMBINATIONS: list[tuple[str, str, dict, dict]] = [
+    (
+        "combined",
+        "beta 0.5 + noise 2D + lr 3e-3 + K=1",
+        {"noise": 2.0, "blocks": 1},
+        {"beta": 0.5, "lr": 3e-3},
+    ),
+    (
+        "combined",
+        "... + depth 3 residual",
+        {"noise": 2.0, "blocks": 1, "hidden_features": (256, 256, 256), "residual": True},
+        {"beta": 0.5, "lr": 3e-3},
+    ),
+    (
+        "combined",
+        "... + depth 3 residual, width 512",
+        {"noise": 2.0, "blocks": 1, "hidden_features": (512, 512, 512), "residual": True},
+        {"beta": 0.5, "lr": 3e-3},
+    ),
+    (
+        "combined",
+        "... + depth 3 residual, width 512, batch 1024",
+        {"noise": 2.0, "blocks": 1, "hidden_features": (512, 512, 512), "residual": True},
+        {"beta": 0.5, "lr": 3e-3, "batch_size": 1024},
+    ),
+]
+
+
+def run_cells(cells: list[tuple[str, str, dict, dict]], budget: float) -> list[dict]:
+    dataset = load_dataset("digits", seed=0)
+    rows = []
+    for factor, level, model_options, config_options in cells:
+        per_seed = []
+        for seed in SEEDS:
+            torch.manual_seed(seed)
+            model = ablation_model(dataset.features, model_options)
+            config = TrainConfig(**{**BASE["train"], **config_options})
+            run = train(model, dataset, config, budget, seed)
+            per_seed.append({**run, **score(model, dataset, seed, full=False)})
+        row = {"factor": factor, "level": level, "runs": per_seed}
+        row["c2st_mean"], row["c2st_sd"] = summarise([r["c2st"] for r in per_seed])
+        row["steps_mean"] = float(np.mean([r["steps"] for r in per_seed]))
+        print(json.dumps({k: v for k, v in row.items() if k != "runs"}), flush=True)
+        rows.append(row)
+    return rows
+
+
+def run_ablation(budget: float) -> dict:
+    cells = [("base", "-", {}, {})] + [
+        (factor, level, model, config)
+        for factor, levels in FACTORS.items()
+        for level, model, config in levels
+    ]
+    return {
+        "dataset": "digits",
+        "budget": budget,
+        "seeds": list(SEEDS),
+        "rows": run_cells(cells, budget),
+    }
+
+
+def ablation_markdown(machine: dict, result: dict) -> str:
+    base = next(r for r in result["rows"] if r["factor"] == "base")
+    lines = [
+        "# Ablation: what matters for energy training (digits)",
+        "",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}. "
+        f"SemiAutoregressiveGenerator, {result['budget']:.0f} s of training per run, "
+        f"{len(result['seeds'])} seeds per cell (mean +- sd), one factor changed at a time from "
+        "the base recipe (K=2, hidden (256, 256), batch 512, lr 1e-3, energy distance with beta 1, "
+        "no EMA, no warm-up; 10% of the rows validate, best weights kept). C2ST: held-out "
+        "classifier accuracy, 0.5 is best; the effect is the change against the base.",
+        "",
+        "| factor | level | C2ST | effect | steps |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        effect = r["c2st_mean"] - base["c2st_mean"]
+        lines.append(
+            f"| {r['factor']} | {r['level']} | {r['c2st_mean']:.3f} +- {r['c2st_sd']:.3f} | "
+            f"{'' if r['factor'] == 'base' else f'{effect:+.3f}'} | {r['steps_mean']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# ---- part 2: the comparison --------------------------------------------------------------------
+def comparison_models(
+    dataset: Dataset,
+) -> list[tuple[str, Callable[[], GenerativeModel], TrainConfig]]:
+    from energyflow.training.recipe import recommended_model_options, recommended_train_config
+
+    rows, features = len(dataset.train), dataset.features
+    energy = recommended_train_config(rows, features)
+    saef = recommended_model_options(features, "saef")
+    flow = recommended_model_options(features, "affine")
+    mle = TrainConfig(objective="mle", batch_size=256, lr=1e-3, val_fraction=0.1)
+    hybrid = TrainConfig(**{**energy.__dict__, "objective": "hybrid"})
+    return [
+        ("SAEF (energy, recipe)", lambda: SemiAutoregressiveGenerator(features, **saef), energy),
+        ("BlockAffineFlow (energy, recipe)", lambda: BlockAffineFlow(features, **flow), energy),
+        ("BlockAffineFlow (hybrid)", lambda: BlockAffineFlow(features, **flow), hybrid),
+        ("BlockAffineFlow (MLE)", lambda: BlockAffineFlow(features, **flow), mle),
+        ("zuko MAF (MLE)", lambda: ZukoMAF(features), mle),
+    ]
+
+
+METRICS = ("c2st", "energy_distance", "mmd", "kde_log_likelihood", "log_likelihood")
+
+
+def run_comparison(name: str, budget: float, curves: bool) -> dict:
+    dataset = load_dataset(name, n_train=20000, n_test=2000, seed=0)
+    rows, shown, curve_rows = [], {}, []
+    for label, build, config in comparison_models(dataset):
+        per_seed = []
+        for seed in SEEDS:
+            torch.manual_seed(seed)
+            model = build()
+            snapshots = Snapshots() if curves and "hybrid" not in label else None
+            run = train(model, dataset, config, budget, seed, snapshots)
+            per_seed.append({**run, **score(model, dataset, seed)})
+            if seed == SEEDS[0]:
+                shown[label] = model.sample((2000,)).numpy()
+            if snapshots is not None:
+                curve_rows += quality_over_time(label, model, snapshots, dataset, seed)
+        row = {"model": label, "objective": config.objective, "parameters": parameter_count(model)}
+        for key in (*METRICS, "steps", "sample_10k_seconds"):
+            row[key] = summarise([r.get(key) for r in per_seed])
+        row["runs"] = per_seed
+        print(json.dumps({k: v for k, v in row.items() if k != "runs"}), flush=True)
+        rows.append(row)
+    payload = {"budget": budget, "rows": rows, "figure": save_grid(dataset, shown)}
+    if curve_rows:
+        payload["time_to_quality"] = curve_rows
+    return payload
+
+
+def quality_over_time(
+    label: str, model: GenerativeModel, snapshots: Snapshots, dataset: Dataset, seed: int
+) -> list[dict]:
+    points = []
+    final = copy.deepcopy(model.state_dict())
+    for seconds, state in snapshots.taken:
+        model.load_state_dict(state)
+        points.append(
+            {
+                "model": label,
+                "seed": seed,
+                "seconds": seconds,
+                **score(model, dataset, seed, full=False),
+            }
+        )
+    model.load_state_dict(final)
+    return points
+
+
+def save_time_to_quality(points: list[dict], budget: float) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label in dict.fromkeys(p["model"] for p in points):
+        mine = [p for p in points if p["model"] == label]
+        marks = sorted({round(p["seconds"] / SNAPSHOT_SECONDS) for p in mine})
+        x, mean, sd = [], [], []
+        for mark in marks:
+            values = [p["c2st"] for p in mine if round(p["seconds"] / SNAPSHOT_SECONDS) == mark]
+            x.append(mark * SNAPSHOT_SECONDS)
+            mean.append(np.mean(values))
+            sd.append(np.std(values))
+        ax.errorbar(x, mean, yerr=sd, label=label, marker="o", ms=3, capsize=2)
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("training seconds (2 CPU cores)")
+    ax.set_ylabel("test C2ST accuracy (0.5 is best)")
+    ax.set_title(f"digits: quality per second ({budget:.0f} s runs, mean +- sd of 3 seeds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = RESULTS / "study_time_to_quality.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path.name
 
 
 def save_grid(dataset: Dataset, samples: dict[str, np.ndarray]) -> str:
@@ -211,9 +354,9 @@ def save_grid(dataset: Dataset, samples: dict[str, np.ndarray]) -> str:
     import matplotlib.pyplot as plt
 
     names = list(samples)
+    rows = [("data (test)", dataset.test)] + [(n, samples[n]) for n in names]
     if dataset.image_shape is not None:
-        fig, axes = plt.subplots(len(names) + 1, 10, figsize=(10, 1.1 * (len(names) + 1)))
-        rows = [("data (test)", dataset.test)] + [(n, samples[n]) for n in names]
+        fig, axes = plt.subplots(len(rows), 10, figsize=(10, 1.1 * len(rows)))
         for r, (label, values) in enumerate(rows):
             for c in range(10):
                 axes[r, c].imshow(
@@ -224,12 +367,11 @@ def save_grid(dataset: Dataset, samples: dict[str, np.ndarray]) -> str:
                 )
                 axes[r, c].axis("off")
             axes[r, 0].set_title(label, fontsize=7, loc="left")
-    else:
-        cols = len(names) + 1
-        fig, axes = plt.subplots(1, cols, figsize=(2.4 * cols, 2.6), sharex=True, sharey=True)
-        for ax, (label, values) in zip(
-            axes, [("data (test)", dataset.test)] + [(n, samples[n]) for n in names]
-        ):
+    else:  # the first two features
+        fig, axes = plt.subplots(
+            1, len(rows), figsize=(2.4 * len(rows), 2.6), sharex=True, sharey=True
+        )
+        for ax, (label, values) in zip(axes, rows):
             ax.scatter(values[:2000, 0], values[:2000, 1], s=1, alpha=0.4)
             ax.set_title(label, fontsize=7)
             ax.set_aspect("equal")
@@ -240,184 +382,184 @@ def save_grid(dataset: Dataset, samples: dict[str, np.ndarray]) -> str:
     return path.name
 
 
-def verdicts(dataset: str, rows: list[dict]) -> list[str]:
-    energy = [r for r in rows if r["objective"] == "energy"]
-    mle_flow = next(
-        r for r in rows if r["model"].startswith("BlockAffineFlow") and r["objective"] == "mle"
-    )
-    maf = next(r for r in rows if r["model"].startswith("zuko"))
-    best = min(energy, key=lambda r: r["test_energy_distance"])
-    verdict = (
-        "no worse" if best["test_energy_distance"] <= mle_flow["test_energy_distance"] else "worse"
-    )
-    lines = [
-        f"- {dataset}: best energy-trained model **{best['model']}**, test ED "
-        f"{best['test_energy_distance']:.4g} vs "
-        f"{mle_flow['test_energy_distance']:.4g} for the MLE-trained BlockAffineFlow "
-        f"({verdict}) and "
-        f"{maf['test_energy_distance']:.4g} for zuko's MAF; C2ST {best['c2st_accuracy']:.3f} vs "
-        f"{mle_flow['c2st_accuracy']:.3f} / {maf['c2st_accuracy']:.3f}.",
-    ]
-    best_mle = min(
-        (r for r in rows if r["objective"] == "mle"), key=lambda r: r["test_energy_distance"]
-    )
-    wins = [
-        (m, better)
-        for m, better in (
-            ("energy distance", best["test_energy_distance"] <= best_mle["test_energy_distance"]),
-            ("C2ST", best["c2st_accuracy"] <= best_mle["c2st_accuracy"]),
-            (
-                "KDE log-likelihood",
-                best["kde_log_likelihood_estimate"] >= best_mle["kde_log_likelihood_estimate"],
-            ),
-        )
-    ]
-    won = [m for m, better in wins if better]
-    lost = [m for m, better in wins if not better]
-    lines.append(
-        f"- {dataset}: against the best MLE model ({best_mle['model']}), energy training wins on "
-        f"{', '.join(won) or 'nothing'} and loses on {', '.join(lost) or 'nothing'}."
-    )
-    flow_energy = next(
-        r for r in rows if r["model"].startswith("BlockAffineFlow") and r["objective"] == "energy"
-    )
-    lines.append(
-        f"- {dataset}: exact log-likelihood of the same BlockAffineFlow: "
-        f"{flow_energy['log_likelihood']:.4g} energy-trained vs "
-        f"{mle_flow['log_likelihood']:.4g} MLE-trained (MAF {maf['log_likelihood']:.4g}); "
-        f"medians {flow_energy['median_log_likelihood']:.4g} vs "
-        f"{mle_flow['median_log_likelihood']:.4g} (MAF {maf['median_log_likelihood']:.4g})."
-    )
-    return lines
+def _cell(summary, digits: int = 3) -> str:
+    mean, sd = summary
+    return "-" if not math.isfinite(mean) else f"{mean:.{digits}f} +- {sd:.{digits}f}"
 
 
-def markdown(machine: dict, results: dict, speed: list[dict], budgets: dict) -> str:
+def comparison_markdown(machine: dict, saved: dict) -> str:
+    results = saved["results"]
     lines = [
-        "# Likelihood-free training study",
+        "# Sample quality: energy training against maximum likelihood",
         "",
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}. Each "
-        "model trains for the "
-        f"same wall-clock budget ({', '.join(f'{k}: {v:.0f} s' for k, v in budgets.items())}), "
-        "widths chosen for about "
-        "equal parameter counts; 10% of the training rows are held out for early stopping (each "
-        "model keeps its "
-        "best weights by its own objective: validation energy distance, or validation "
-        "log-likelihood for MLE). "
-        "ED = test energy distance (beta 1, lower is better), C2ST = classifier accuracy (0.5 "
-        "is best), LL = exact "
-        "mean test log-likelihood and its median (flows only), KDE = Gaussian-KDE "
-        "log-likelihood estimate from "
-        "10,000 samples (an estimate, for every model), bad = fraction of samples with a "
-        "non-finite or >100-sigma "
-        "coordinate. Sample = seconds to draw 10,000 samples.",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}. Every "
+        "model trains for the same wall-clock budget (per dataset below; the cosine schedule "
+        "ends at the budget), 3 seeds, mean +- sd. 10% of the training rows validate each "
+        "model by its own objective and the best weights are kept. Energy models use "
+        "energyflow's recommended recipe (`energyflow.training.recipe`; the ablation behind it: "
+        "[study_ablation.md](study_ablation.md)). zuko's MAF: 4 transforms, hidden (128, 128), "
+        "batch 256, lr 1e-3. C2ST = held-out classifier accuracy (0.5 is best; the primary "
+        "metric), ED = test energy distance (what energy training optimises), MMD (Gaussian "
+        "kernel), KDE = Gaussian-KDE log-likelihood from 10,000 samples, LL = exact mean test "
+        "log-likelihood (flows).",
         "",
     ]
-    for dataset, payload in results.items():
+    for name, payload in results.items():
         lines += [
-            f"## {dataset}",
+            f"## {name} ({payload['budget']:.0f} s per model)",
             "",
             f"![samples]({payload['figure']})",
             "",
-            "| model | objective | params | steps | s/step | ED | C2ST | LL mean / median | KDE "
-            "| bad | sample 10k s |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| model | params | steps | C2ST | ED | MMD | KDE LL | LL | sample 10k s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in payload["rows"]:
-            ll = (
-                f"{r['log_likelihood']:.4g} / {r['median_log_likelihood']:.4g}"
-                if r["log_likelihood"] is not None
-                else "-"
-            )
             lines.append(
-                f"| {r['model']} | {r['objective']} | {r['parameters']} | {r['steps']} | "
-                f"{r['seconds_per_step']:.4f} | "
-                f"{r['test_energy_distance']:.4g} | {r['c2st_accuracy']:.3f} | {ll} | "
-                f"{r['kde_log_likelihood_estimate']:.4g} | "
-                f"{r['exploded_sample_fraction']:.3f} | {r['sample_10k_seconds']:.3f} |"
+                f"| {r['model']} | {r['parameters']} | {r['steps'][0]:.0f} | {_cell(r['c2st'])} | "
+                f"{_cell(r['energy_distance'], 4)} | {_cell(r['mmd'], 4)} | "
+                f"{_cell(r['kde_log_likelihood'], 2)} | {_cell(r['log_likelihood'], 2)} | "
+                f"{r['sample_10k_seconds'][0]:.3f} |"
             )
+        if "time_to_quality_figure" in payload:
+            lines += ["", f"![time to quality]({payload['time_to_quality_figure']})"]
         lines.append("")
-    lines += [
-        "## Sampling speed at equal hidden size",
-        "",
-        "| D | hidden | SAEF K=8 s | MAF (D passes) s | SAEF speedup |",
-        "|---:|---:|---:|---:|---:|",
-    ]
-    for r in speed:
-        lines.append(
-            f"| {r['features']} | {r['hidden']} | {r['saef_k8_seconds']:.3f} | "
-            f"{r['maf_seconds']:.3f} | {r['saef_speedup']:.1f}x |"
+    if saved.get("cli_defaults"):
+        lines += cli_markdown(saved["cli_defaults"])
+    lines += ["## Verdicts (computed from this run)", ""]
+    for name, payload in results.items():
+        energy = min(
+            (r for r in payload["rows"] if r["objective"] == "energy"), key=lambda r: r["c2st"][0]
         )
-    lines += ["", "## What the numbers say (computed from this run)", ""]
-    for dataset, payload in results.items():
-        lines += verdicts(dataset, payload["rows"])
-    lines += [
-        "",
-        "Reading: energy training optimises (a proper score equivalent to) the energy distance, "
-        "so it",
-        "wins on that metric by construction; C2ST and likelihoods are the independent checks. "
-        "Models",
-        "trained without a likelihood have, as expected, far worse exact log-likelihoods: "
-        "sample quality",
-        "and likelihood are different questions. Fully autoregressive energy training (K = D) "
-        "is slow",
-        "here because every step samples the K blocks in sequence to take one gradient step. "
-        "Budgets",
-        "are small (2 CPU cores); more time changes the numbers, and single runs carry seed noise.",
-    ]
+        maf = next(r for r in payload["rows"] if r["model"].startswith("zuko"))
+        gap = energy["c2st"][0] - maf["c2st"][0]
+        lines.append(
+            f"- {name}: best energy-trained model {energy['model']} C2ST "
+            f"{_cell(energy['c2st'])} vs zuko MAF {_cell(maf['c2st'])}: {gap:+.3f}."
+        )
     return "\n".join(lines) + "\n"
+
+
+# ---- part 3: what a user gets from the command line's defaults --------------------------------
+def run_cli_defaults(steps: int) -> list[dict]:
+    """``energyflow train --data FILE.npy --out DIR --steps N`` (plus --seed) on digits and on
+    moons (noise 0.07) saved as .npy, against zuko's MAF trained for the same wall-clock."""
+    import tempfile
+    from pathlib import Path
+
+    from sklearn.datasets import make_moons
+
+    from energyflow.training.cli import main as cli_main
+    from energyflow.training.data import digits
+
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        np.save(root / "digits.npy", digits(np.random.default_rng(0)))
+        np.save(
+            root / "moons.npy", make_moons(20000, noise=0.07, random_state=0)[0].astype(np.float32)
+        )
+        for name in ("digits", "moons"):
+            per_seed = []
+            for seed in SEEDS:
+                out = root / f"{name}-{seed}"
+                args = ["train", "--data", str(root / f"{name}.npy"), "--out", str(out)]
+                args += ["--steps", str(steps), "--seed", str(seed)]
+                started = time.perf_counter()
+                cli_main(args)
+                seconds = time.perf_counter() - started
+                result = json.loads((out / "metrics.json").read_text())
+                dataset = load_dataset(str(root / f"{name}.npy"), seed=seed)
+                maf = ZukoMAF(dataset.features)
+                mle = TrainConfig(objective="mle", batch_size=256, lr=1e-3, val_fraction=0.1)
+                train(maf, dataset, mle, result["seconds"], seed)
+                per_seed.append(
+                    {
+                        "cli_seconds_total": seconds,
+                        "cli_train_seconds": result["seconds"],
+                        "cli_c2st": score_cli(out, dataset, seed),
+                        "maf_c2st": score(maf, dataset, seed, full=False)["c2st"],
+                    }
+                )
+            row = {"data": name, "steps": steps, "runs": per_seed}
+            for key in ("cli_c2st", "maf_c2st", "cli_train_seconds"):
+                row[key] = summarise([r[key] for r in per_seed])
+            print(json.dumps({k: v for k, v in row.items() if k != "runs"}), flush=True)
+            rows.append(row)
+    return rows
+
+
+def score_cli(out, dataset: Dataset, seed: int) -> float:
+    """The C2ST of a CLI run's saved model, measured as for every other model here."""
+    from energyflow.models import load_model
+
+    return score(load_model(out / "model.pt"), dataset, seed, full=False)["c2st"]
+
+
+def cli_markdown(rows: list[dict]) -> list[str]:
+    lines = [
+        "## Command-line defaults on a user's .npy",
+        "",
+        "`energyflow train --data FILE.npy --out DIR --steps "
+        f"{rows[0]['steps']}` (and `--seed`), nothing else; zuko's MAF (as above) trained for "
+        "the same seconds. 3 seeds; C2ST on the held-out 20% as everywhere here.",
+        "",
+        "| data | CLI train s | CLI C2ST | MAF C2ST (same seconds) | gap |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        gap = r["cli_c2st"][0] - r["maf_c2st"][0]
+        lines.append(
+            f"| {r['data']} | {r['cli_train_seconds'][0]:.0f} | {_cell(r['cli_c2st'])} | "
+            f"{_cell(r['maf_c2st'])} | {gap:+.3f} |"
+        )
+    return lines + [""]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--datasets", nargs="+", default=["8gaussians", "checkerboard", "digits"])
+    parser.add_argument("--part", choices=("ablation", "combine", "compare", "cli"), required=True)
+    parser.add_argument("--cli-steps", type=int, default=3000, help="--steps of part cli")
     parser.add_argument(
-        "--budget", type=float, default=60.0, help="training seconds per model on digits"
+        "--datasets", nargs="+", default=["8gaussians", "checkerboard", "digits", "breast_cancer"]
     )
-    parser.add_argument(
-        "--toy-budget", type=float, default=15.0, help="training seconds per model on the toys"
-    )
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument(
-        "--report-only", action="store_true", help="rewrite study.md from study.json"
-    )
+    parser.add_argument("--budget", type=float, default=60.0, help="seconds per run (digits)")
+    parser.add_argument("--toy-budget", type=float, default=15.0, help="seconds per run (others)")
     args = parser.parse_args()
-    if args.report_only:
-        saved = json.loads((RESULTS / "study.json").read_text())
-        budgets = saved.get("budgets", {})
-        (RESULTS / "study.md").write_text(
-            markdown(saved["machine"], saved["results"], saved["sampling"], budgets)
+    machine = machine_description("cpu")
+    if args.part == "combine":  # appended to the ablation's results
+        result = json.loads((RESULTS / "study_ablation.json").read_text())
+        result["rows"] = [r for r in result["rows"] if r["factor"] != "combined"]
+        result["rows"] += run_cells(COMBINATIONS, result["budget"])
+        (RESULTS / "study_ablation.json").write_text(json.dumps(result, indent=1))
+        (RESULTS / "study_ablation.md").write_text(ablation_markdown(result["machine"], result))
+        print((RESULTS / "study_ablation.md").read_text())
+        return
+    if args.part == "ablation":
+        result = run_ablation(args.budget)
+        (RESULTS / "study_ablation.json").write_text(
+            json.dumps({"machine": machine, **result}, indent=1)
         )
+        (RESULTS / "study_ablation.md").write_text(ablation_markdown(machine, result))
+        print((RESULTS / "study_ablation.md").read_text())
+        return
+    if args.part == "cli":  # appended to study.json / study.md
+        saved = json.loads((RESULTS / "study.json").read_text())
+        saved["cli_defaults"] = run_cli_defaults(args.cli_steps)
+        (RESULTS / "study.json").write_text(json.dumps(saved, indent=1))
+        (RESULTS / "study.md").write_text(comparison_markdown(saved["machine"], saved))
         print((RESULTS / "study.md").read_text())
         return
-    torch.manual_seed(0)
-    machine = machine_description("cpu")
-    results, budgets = {}, {}
+    results = {}
     for name in args.datasets:
-        dataset = load_dataset(name, n_train=20000, n_test=2000, seed=0)
-        budget = args.budget if dataset.features > 2 else args.toy_budget
-        budgets[name] = budget
-        # the parameter target: zuko's MAF with 4 transforms of hidden (128, 128)
-        target = parameter_count(ZukoMAF(dataset.features, 128, transforms=4))
-        rows, shown = [], {}
-        for label, objective, build in candidates(dataset.features, target):
-            low = 8 if "K=" not in label else max(8, int(label.split("K=")[1].split()[0]))
-            width = matched_width(build, target, low)
-            torch.manual_seed(0)
-            row, samples = run_model(
-                label, objective, build(width), dataset, budget, args.batch_size
+        budget = args.budget if name == "digits" else args.toy_budget
+        results[name] = run_comparison(name, budget, curves=name == "digits")
+        if "time_to_quality" in results[name]:
+            results[name]["time_to_quality_figure"] = save_time_to_quality(
+                results[name]["time_to_quality"], budget
             )
-            row["hidden"] = width
-            rows.append(row)
-            shown[label] = samples
-        results[name] = {"rows": rows, "figure": save_grid(dataset, shown)}
-    speed = [sampling_speed(64, 256)]
-    (RESULTS / "study.json").write_text(
-        json.dumps(
-            {"machine": machine, "results": results, "sampling": speed, "budgets": budgets},
-            indent=1,
-        )
-    )
-    (RESULTS / "study.md").write_text(markdown(machine, results, speed, budgets))
+    saved = {"machine": machine, "results": results}
+    (RESULTS / "study.json").write_text(json.dumps(saved, indent=1))
+    (RESULTS / "study.md").write_text(comparison_markdown(machine, saved))
     print((RESULTS / "study.md").read_text())
 
 

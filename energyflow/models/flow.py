@@ -10,19 +10,26 @@ from __future__ import annotations
 import math
 from typing import Optional, Sequence, Union
 
-import torch.nn.functional as F
+import torch
 from torch import Tensor, nn
 
 from energyflow.models.base import GenerativeModel
 from energyflow.nn.masked import SemiAutoregressiveMLP
 
-_SOFTPLUS_INV_ONE = math.log(math.e - 1)
+# Each transform's scale lies in (1 / MAX_SCALE, MAX_SCALE). An unbounded (or 1e-3-floored)
+# scale let maximum likelihood shrink conditionals without limit on the training rows: on SLCP
+# with 10^3 simulations the held-out NLL went from 9 to 165 while the training NLL fell; with the
+# bound it stays near 16 (tests/inference/test_posterior.py).
+MAX_SCALE = 20.0
+_LOG_MAX_SCALE = math.log(MAX_SCALE)
 
 
 def _shift_and_scale(params: Tensor) -> tuple[Tensor, Tensor]:
-    """(..., d * 2) feature-major -> shift (..., d), scale (..., d) > 0 (1 at raw 0)."""
+    """(..., d * 2) feature-major -> shift (..., d), scale (..., d) = exp of the raw log-scale
+    softly clamped to (-log MAX_SCALE, log MAX_SCALE) (1 at raw 0)."""
     pairs = params.reshape(*params.shape[:-1], -1, 2)
-    return pairs[..., 0], F.softplus(pairs[..., 1] + _SOFTPLUS_INV_ONE) + 1e-3
+    raw = pairs[..., 1]
+    return pairs[..., 0], torch.exp(raw / (1 + raw.abs() / _LOG_MAX_SCALE))
 
 
 class BlockAffineFlow(GenerativeModel):

@@ -1,4 +1,5 @@
-"""The ``energyflow`` command line (also ``python -m energyflow``): train, sample, eval.
+"""The ``energyflow`` command line (also ``python -m energyflow``): train, sample, eval, posterior
+(``energyflow.inference.cli``).
 
     energyflow train --data moons --model saef --blocks 2 --steps 2000 --out runs/moons
     energyflow train --data digits --model affine --blocks 8 --objective mle --out runs/digits-mle
@@ -28,6 +29,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -46,10 +48,12 @@ from energyflow.training.config import (
     check_setup,
     default_estimator,
 )
+from energyflow.training.config import with_recipe as with_recipe_config
 from energyflow.training.data import BUILTIN, Dataset, load_dataset
 from energyflow.training.device import PRECISIONS, resolve_device
 from energyflow.training.fit import fit
 from energyflow.training.plots import save_samples_png
+from energyflow.training.recipe import recommended_model_options
 from energyflow.training.run_folder import (
     CHECKPOINT,
     CONFIG,
@@ -79,6 +83,28 @@ RESUMABLE = {
 SAMPLE_CHUNK_ROWS = 65536
 
 
+def with_recipe(run: dict, dataset: Dataset) -> dict:
+    """``run`` with the settings left unset (None) taken from the recommended recipe for
+    ``dataset`` (``energyflow.training.recipe``), so config.json records what ran."""
+    model = recommended_model_options(dataset.features, run["model"])
+    options = {
+        "blocks": model["blocks"],
+        "hidden": list(model["hidden_features"]),
+        "noise_features": model.get("noise_features", 0),
+        "residual": model.get("residual", False),
+    }
+    training = with_recipe_config(
+        TrainConfig(**{name: run[name] for name in _CONFIG_FIELDS if name in run}),
+        len(dataset.train),
+        dataset.features,
+    )
+    filled = {**run}
+    for name, value in {**options, **asdict(training)}.items():
+        if filled.get(name) is None and name in run:
+            filled[name] = value
+    return filled
+
+
 def model_for_run(run: dict, dataset: Dataset) -> GenerativeModel:
     """The model a run's settings describe, sized for ``dataset``."""
     blocks = run["blocks"] if run["blocks"] > 0 else dataset.features
@@ -90,6 +116,7 @@ def model_for_run(run: dict, dataset: Dataset) -> GenerativeModel:
         hidden_features=tuple(run["hidden"]),
         transforms=run["transforms"],
         noise_features=run.get("noise_features") or None,
+        residual=run.get("residual") or False,
     )
 
 
@@ -225,8 +252,13 @@ _CONFIG_FIELDS = (
 )
 
 
+# what runs saved before these settings existed trained with (so a resume continues them)
+_EARLIER_DEFAULTS = {"beta": 1.0, "val_fraction": 0.0}
+
+
 def _train_config(run: dict, conditional: bool) -> TrainConfig:
-    config = TrainConfig(**{name: run[name] for name in _CONFIG_FIELDS if name in run})
+    saved = {name: run[name] for name in _CONFIG_FIELDS if name in run}
+    config = TrainConfig(**{**_EARLIER_DEFAULTS, **saved})
     estimator = config.estimator or default_estimator(conditional)
     if config.objective == "energy" and estimator == "score" and config.samples_per_target < 2:
         raise ValueError(
@@ -251,6 +283,7 @@ def cmd_train(args: argparse.Namespace, given: set[str]) -> int:
         **{name: getattr(args, name) for name in {"time_budget", "device", "compile"} & given},
     }
     dataset = _load_data(run)
+    run = with_recipe(run, dataset)
     _check_features(run, dataset)
     torch.manual_seed(run["seed"])
     config = _train_config(run, dataset.context_features > 0)
@@ -515,24 +548,27 @@ def parser() -> argparse.ArgumentParser:
     add = train.add_argument
     add("--data", default=None, help=f"built-in ({', '.join(BUILTIN)}) or a .npy/.csv file")
     add("--model", choices=sorted(MODELS), default="saef", help="saef: generator; affine: flow")
-    add("--blocks", type=NON_NEGATIVE, default=2, help="K feature blocks (0: one per feature)")
+    add(
+        "--blocks", type=NON_NEGATIVE, default=None, help="K blocks (0: one per feature; recipe: 1)"
+    )
     add("--objective", choices=OBJECTIVES, default="energy", help="mle/hybrid: --model affine")
     add("--estimator", choices=ESTIMATORS, default=None, help="default: distance (score: context)")
     add("--samples-per-target", type=AT_LEAST_2, default=2)
-    add("--beta", type=BETA, default=1.0, help="exponent of the energy, in (0, 2)")
+    add("--beta", type=BETA, default=None, help="exponent of the energy, in (0, 2) (recipe: 0.5)")
     add("--hybrid-weight", type=NON_NEGATIVE_FLOAT, default=1.0, help="NLL weight (hybrid)")
     add("--steps", type=POSITIVE, default=2000)
-    add("--batch-size", type=AT_LEAST_2, default=512)
-    add("--lr", type=POSITIVE_FLOAT, default=1e-3)
+    add("--batch-size", type=AT_LEAST_2, default=None, help="recipe: 1024 (D <= 8), else 512")
+    add("--lr", type=POSITIVE_FLOAT, default=None, help="recipe: 3e-3 (energy), 1e-3 (mle)")
     add("--warmup-steps", type=NON_NEGATIVE, default=0, help="linear learning-rate warm-up")
     add("--time-budget", type=POSITIVE_FLOAT, default=None, help="seconds; the schedule ends there")
     add("--ema", type=FRACTION, default=0.0, help="weight-average decay for sampling (0: off)")
-    add("--val-fraction", type=FRACTION, default=0.0, help="rows held out; best weights kept")
+    add("--val-fraction", type=FRACTION, default=None, help="held out, best weights kept (0.1)")
     add("--val-every", type=POSITIVE, default=100)
     add("--patience", type=NON_NEGATIVE, default=0, help="validations without gain (0: no stop)")
-    add("--hidden", type=POSITIVE, nargs="+", default=[256, 256])
+    add("--hidden", type=POSITIVE, nargs="+", default=None, help="recipe: 3 x 256 (512 for D>=32)")
+    add("--residual", action=argparse.BooleanOptionalAction, default=None, help="saef (recipe: on)")
     add("--transforms", type=POSITIVE, default=4, help="affine flow only")
-    add("--noise-features", type=NON_NEGATIVE, default=0, help="saef only (0: one per feature)")
+    add("--noise-features", type=NON_NEGATIVE, default=None, help="saef only (recipe: 2 x D)")
     add("--context-cols", nargs="+", default=[], help="columns (index or CSV name) as context")
     add("--header", action=argparse.BooleanOptionalAction, default=None, help="CSV header row")
     add("--n-train", type=AT_LEAST_10, default=20000, help="rows drawn for the 2-D toys")
@@ -570,6 +606,19 @@ def parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--seed", type=int, default=0)
     evaluation.add_argument("--device", default="cpu", help="where to sample: cpu, cuda[:i], auto")
     evaluation.set_defaults(func=cmd_eval)
+    from energyflow.inference.cli import add_posterior_command  # its imports load only here
+
+    add_posterior_command(
+        commands,
+        common,
+        {
+            "positive": POSITIVE,
+            "non_negative": NON_NEGATIVE,
+            "at_least_2": AT_LEAST_2,
+            "at_least_10": AT_LEAST_10,
+            "positive_float": POSITIVE_FLOAT,
+        },
+    )
     return top
 
 

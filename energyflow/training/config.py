@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Optional
 
 from torch import Tensor
 
 from energyflow.models.base import GenerativeModel
 from energyflow.training.device import PRECISIONS
+from energyflow.training.recipe import recommended_settings
 
 OBJECTIVES = ("energy", "mle", "hybrid")
 ESTIMATORS = ("distance", "score", "sliced")
 
-__all__ = ["ESTIMATORS", "OBJECTIVES", "TrainConfig", "check_setup", "default_estimator"]
+__all__ = [
+    "ESTIMATORS",
+    "OBJECTIVES",
+    "TrainConfig",
+    "check_setup",
+    "default_estimator",
+    "with_recipe",
+]
 
 
 @dataclass
 class TrainConfig:
     """Settings of one training run (``energyflow.training.fit`` explains each).
+
+    Fields left ``None`` take the recommended recipe for the data (``training.recipe``).
 
     objective: "energy" (samples only), "mle" (flows), or "hybrid" (energy + ``hybrid_weight`` x
         negative log-likelihood per feature, flows). estimator: of the energy; ``None`` picks
@@ -36,16 +46,16 @@ class TrainConfig:
 
     objective: str = "energy"
     estimator: Optional[str] = None
-    beta: float = 1.0
+    beta: Optional[float] = None
     samples_per_target: int = 2
     hybrid_weight: float = 1.0
     steps: int = 1000
-    batch_size: int = 256
-    lr: float = 1e-3
+    batch_size: Optional[int] = None
+    lr: Optional[float] = None
     warmup_steps: int = 0
     time_budget: Optional[float] = None
     ema: float = 0.0
-    val_fraction: float = 0.0
+    val_fraction: Optional[float] = None
     val_every: int = 100
     patience: int = 0
     seed: int = 0
@@ -54,6 +64,23 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "fp32"
     compile: bool = False
+
+
+def with_recipe(config: TrainConfig, rows: int, features: int) -> TrainConfig:
+    """A copy of ``config`` whose ``None`` fields hold the recipe for ``rows`` training rows of
+    ``features`` features (``training.recipe.recommended_settings``).
+
+    Example:
+        >>> with_recipe(TrainConfig(lr=1e-4), rows=5000, features=2).lr
+        0.0001
+    """
+    recipe = recommended_settings(rows, features, config.objective)
+    if config.estimator == "sliced":  # the sliced estimator computes beta = 1 only
+        recipe["beta"] = 1.0
+    values = asdict(config)
+    return TrainConfig(
+        **{k: recipe[k] if v is None and k in recipe else v for k, v in values.items()}
+    )
 
 
 def default_estimator(conditional: bool) -> str:
@@ -87,9 +114,12 @@ def _check_numbers(config: TrainConfig) -> None:
 def check_setup(
     model: GenerativeModel, config: TrainConfig, data: Tensor, context: Optional[Tensor]
 ) -> None:
-    """Raise a ValueError naming the setting if ``model`` cannot be trained so on ``data``."""
+    """Raise a ValueError naming the setting if ``model`` cannot be trained so on ``data``
+    (``None`` settings are checked as the recipe fills them)."""
     if config.objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {config.objective!r}")
+    if data.dim() == 2:
+        config = with_recipe(config, len(data), data.shape[1])
     if config.estimator is not None and config.estimator not in ESTIMATORS:
         raise ValueError(f"estimator must be one of {ESTIMATORS}, got {config.estimator!r}")
     if config.objective != "energy" and not model.has_density:

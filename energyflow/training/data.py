@@ -1,4 +1,4 @@
-"""Datasets: 2-D toys, scikit-learn's 8x8 digits and breast-cancer table, and user .npy / .csv files.
+"""Datasets: 2-D toys, scikit-learn's digits and breast-cancer tables, user .npy / .csv files.
 
 Every loader returns float32 arrays and checks them before any training starts: NaN/inf,
 ragged or non-numeric CSV rows and too few rows raise a ``ValueError`` naming the file, row and

@@ -3,7 +3,8 @@
     fit(model, data, objective="energy", estimator="distance", steps=..., batch_size=..., lr=...)
 
 The loss of a batch is ``energyflow.training.objective.Objective``; the settings are
-``TrainConfig``. What the loop adds:
+``TrainConfig``; settings left unset take the recommended recipe for the data
+(``energyflow.training.recipe``). What the loop adds:
 
 - **Device and precision**: ``device="auto"`` (CUDA if present) moves the model and the data once
   (data too large for the GPU stays in pinned host memory and moves batch by batch);
@@ -54,6 +55,7 @@ from energyflow.training.config import (
     TrainConfig,
     check_setup,
     default_estimator,
+    with_recipe,
 )
 from energyflow.training.device import autocast, grad_scaler, resolve_device
 from energyflow.training.objective import Objective
@@ -183,6 +185,7 @@ def fit(
     data = torch.as_tensor(data, dtype=dtype)
     context = None if context is None else torch.as_tensor(context, dtype=dtype)
     check_setup(model, config, data, context)
+    config = with_recipe(config, len(data), model.features)
     if config.batch_size % ranks:
         raise ValueError(
             f"batch_size={config.batch_size} (the global batch) must divide evenly over the "

@@ -221,10 +221,12 @@ def test_hybrid_objective_is_energy_plus_weighted_nll():
     x = torch.randn(40, 3, dtype=torch.float64) * 3 + 1
     flow.fit_standardisation(x)
     noise = torch.randn(40, 3, dtype=torch.float64)
-    energy = Objective(flow, TrainConfig(objective="energy", estimator="distance"))(x, None, noise)
+    energy = Objective(flow, TrainConfig(objective="energy", estimator="distance", beta=1.0))(
+        x, None, noise
+    )
     nll = Objective(flow, TrainConfig(objective="mle"))(x, None, None)
     hybrid = Objective(
-        flow, TrainConfig(objective="hybrid", estimator="distance", hybrid_weight=0.5)
+        flow, TrainConfig(objective="hybrid", estimator="distance", beta=1.0, hybrid_weight=0.5)
     )(x, None, noise)
     per_feature = (nll - flow.scale.log().sum()) / 3
     assert hybrid.item() == pytest.approx((energy + 0.5 * per_feature).item(), rel=1e-12)
@@ -299,7 +301,7 @@ def test_context_is_standardised_and_saved(tmp_path):
     context = torch.randn(400, 2) * torch.tensor([100.0, 0.01]) + 50.0
     data = torch.randn(400, 2) + context[:, :1] / 100.0
     model = SemiAutoregressiveGenerator(2, 1, context_features=2, **SMALL)
-    fit(model, data, context=context, steps=2, batch_size=32, progress=False)
+    fit(model, data, context=context, steps=2, batch_size=32, val_fraction=0.0, progress=False)
     assert torch.allclose(model.context_loc, context.mean(0))
     assert torch.allclose(model.context_scale, context.std(0))
     model.save(tmp_path / "m.pt")

@@ -101,7 +101,7 @@ def test_resume_refuses_contradicting_flags_and_extends_with_steps(tmp_path, cap
         assert code == 2 and flag.split()[0] in err and "contradict" in err, flag
     assert main(["train", "--out", str(out), "--resume"]) == 2
     assert "already finished its 6 steps" in capsys.readouterr().err
-    same = "--lr 0.001 --hidden 8".split()  # equal to the saved values: allowed
+    same = "--lr 0.003 --hidden 8".split()  # equal to the saved values (lr: the recipe)
     assert main(["train", "--out", str(out), "--resume", *same, "--steps", "9"]) == 0
     assert json.loads((out / "config.json").read_text())["steps"] == 9
     assert json.loads((out / "metrics.json").read_text())["steps"] == 9

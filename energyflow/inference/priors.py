@@ -1,0 +1,128 @@
+"""Priors over parameters theta, and the map that makes a bounded prior's support all of R^D.
+
+    BoxPrior(low, high):     uniform on the box; ``unconstrain`` maps it to R^D by
+                             u = logit((theta - low) / (high - low))
+    GaussianPrior(loc, scale): independent normals (already unbounded)
+
+A posterior model trained on u and mapped back with ``constrain`` (low + (high - low) sigmoid(u))
+can only return samples inside the box; its density picks up the Jacobian
+log |d theta / d u| = sum log((high - low) sigmoid(u) (1 - sigmoid(u))).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Union
+
+import torch
+from torch import Tensor
+
+__all__ = ["BoxPrior", "GaussianPrior", "Prior"]
+
+_EDGE = 1e-6  # fractions of the box kept this far from its faces before the logit
+
+
+class BoxPrior:
+    """Uniform prior on the box [low, high] (each (D,)).
+
+    Example:
+        >>> prior = BoxPrior(-torch.ones(2), torch.ones(2))
+        >>> theta = prior.sample(5, generator=torch.Generator().manual_seed(0))
+        >>> bool(prior.contains(theta).all()), prior.log_prob(theta)[0].item() == -math.log(4)
+        (True, True)
+        >>> torch.allclose(prior.constrain(prior.unconstrain(theta)), theta, atol=1e-5)
+        True
+    """
+
+    bounded = True
+
+    def __init__(
+        self, low: Union[Tensor, float], high: Union[Tensor, float], dim: Optional[int] = None
+    ):
+        low = torch.as_tensor(low, dtype=torch.float32)
+        high = torch.as_tensor(high, dtype=torch.float32)
+        if dim is not None:
+            low, high = low.expand(dim).clone(), high.expand(dim).clone()
+        if low.dim() != 1 or low.shape != high.shape:
+            raise ValueError(
+                f"low and high must be (D,) alike, got {tuple(low.shape)} and {tuple(high.shape)}"
+            )
+        if not bool((high > low).all()) or not bool(
+            torch.isfinite(low).all() & torch.isfinite(high).all()
+        ):
+            raise ValueError("a box prior needs finite bounds with high > low in every dimension")
+        self.low, self.high = low, high
+        self.dim = len(low)
+
+    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
+        return self.low + (self.high - self.low) * torch.rand(n, self.dim, generator=generator)
+
+    def log_prob(self, theta: Tensor) -> Tensor:
+        inside = self.contains(theta)
+        value = -torch.log(self.high - self.low).sum().to(theta.dtype)
+        return torch.where(inside, value, torch.full_like(value, -math.inf))
+
+    def contains(self, theta: Tensor) -> Tensor:
+        low, high = self.low.to(theta), self.high.to(theta)
+        return ((theta >= low) & (theta <= high)).all(-1)
+
+    def unconstrain(self, theta: Tensor) -> Tensor:
+        low, high = self.low.to(theta), self.high.to(theta)
+        return torch.logit(((theta - low) / (high - low)).clamp(_EDGE, 1 - _EDGE))
+
+    def constrain(self, u: Tensor) -> Tensor:
+        low, high = self.low.to(u), self.high.to(u)
+        return low + (high - low) * torch.sigmoid(u)
+
+    def log_abs_det_constrain(self, u: Tensor) -> Tensor:
+        """log |d theta / d u| of ``constrain`` at u (..., D) -> (...)."""
+        width = (self.high - self.low).to(u)
+        return (
+            width.log() + torch.nn.functional.logsigmoid(u) + torch.nn.functional.logsigmoid(-u)
+        ).sum(-1)
+
+    def state(self) -> dict:
+        return {"kind": "box", "low": self.low.tolist(), "high": self.high.tolist()}
+
+
+class GaussianPrior:
+    """Independent normal prior N(loc, diag(scale^2)) (each (D,))."""
+
+    bounded = False
+
+    def __init__(
+        self, loc: Union[Tensor, float], scale: Union[Tensor, float], dim: Optional[int] = None
+    ):
+        loc = torch.as_tensor(loc, dtype=torch.float32)
+        scale = torch.as_tensor(scale, dtype=torch.float32)
+        if dim is not None:
+            loc, scale = loc.expand(dim).clone(), scale.expand(dim).clone()
+        if loc.dim() != 1 or loc.shape != scale.shape or not bool((scale > 0).all()):
+            raise ValueError("loc and scale must be (D,) alike, with scale > 0")
+        self.loc, self.scale = loc, scale
+        self.dim = len(loc)
+
+    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
+        return self.loc + self.scale * torch.randn(n, self.dim, generator=generator)
+
+    def log_prob(self, theta: Tensor) -> Tensor:
+        loc, scale = self.loc.to(theta), self.scale.to(theta)
+        return torch.distributions.Normal(loc, scale).log_prob(theta).sum(-1)
+
+    def contains(self, theta: Tensor) -> Tensor:
+        return torch.isfinite(theta).all(-1)
+
+    def state(self) -> dict:
+        return {"kind": "gaussian", "loc": self.loc.tolist(), "scale": self.scale.tolist()}
+
+
+Prior = Union[BoxPrior, GaussianPrior]
+
+
+def prior_from_state(state: Optional[dict]) -> Optional[Prior]:
+    """The prior a ``state()`` dict describes (None stays None)."""
+    if state is None:
+        return None
+    if state["kind"] == "box":
+        return BoxPrior(state["low"], state["high"])
+    return GaussianPrior(state["loc"], state["scale"])
