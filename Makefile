@@ -34,7 +34,11 @@ bench: $(STAMP)
 
 study: $(STAMP)
 	$(PY) -m pip install -q zuko  # benchmark-only dependency (the MAF baseline)
-	cd benchmarks && ../$(PY) study_likelihood_free.py
+	cd benchmarks && ../$(PY) study_likelihood_free.py --part ablation --budget 20 \
+		&& ../$(PY) study_likelihood_free.py --part combine \
+		&& ../$(PY) study_likelihood_free.py --part compare --budget 40 --toy-budget 10 \
+		&& ../$(PY) study_likelihood_free.py --part cli --cli-steps 2000 \
+		&& ../$(PY) study_posterior.py --part compare --budget 20
 
 clean:
 	rm -rf $(VENV) build *.egg-info energyflow/_C*.so demo_out

@@ -79,6 +79,9 @@ def score(model: GenerativeModel, dataset: Dataset, seed: int, full: bool = True
     test = torch.as_tensor(dataset.test)
     torch.manual_seed(1000 + seed)
     samples = model.sample((max(2000, len(test)),))
+    finite = torch.isfinite(samples).all(-1)
+    if not bool(finite[: len(test)].all()):  # a diverged model: perfectly distinguishable
+        return {"c2st": 1.0, "nonfinite_fraction": float((~finite).double().mean())}
     row = {"c2st": metrics.c2st(samples[: len(test)], test, seed=seed)}
     if not full:
         return row
@@ -252,14 +255,14 @@ def ablation_markdown(machine: dict, result: dict) -> str:
 def comparison_models(
     dataset: Dataset,
 ) -> list[tuple[str, Callable[[], GenerativeModel], TrainConfig]]:
-    from energyflow.training.recipe import recommended_model_options, recommended_train_config
+    from energyflow.training.recipe import recommended_model_options
 
-    rows, features = len(dataset.train), dataset.features
-    energy = recommended_train_config(rows, features)
+    features = dataset.features
+    energy = TrainConfig()  # unset fields: fit fills in the recipe for the data
     saef = recommended_model_options(features, "saef")
     flow = recommended_model_options(features, "affine")
     mle = TrainConfig(objective="mle", batch_size=256, lr=1e-3, val_fraction=0.1)
-    hybrid = TrainConfig(**{**energy.__dict__, "objective": "hybrid"})
+    hybrid = TrainConfig(objective="hybrid")
     return [
         ("SAEF (energy, recipe)", lambda: SemiAutoregressiveGenerator(features, **saef), energy),
         ("BlockAffineFlow (energy, recipe)", lambda: BlockAffineFlow(features, **flow), energy),
@@ -557,6 +560,8 @@ def main() -> None:
             results[name]["time_to_quality_figure"] = save_time_to_quality(
                 results[name]["time_to_quality"], budget
             )
+        partial = {"machine": machine, "results": results}  # kept if a later dataset fails
+        (RESULTS / "study.json").write_text(json.dumps(partial, indent=1))
     saved = {"machine": machine, "results": results}
     (RESULTS / "study.json").write_text(json.dumps(saved, indent=1))
     (RESULTS / "study.md").write_text(comparison_markdown(machine, saved))

@@ -8,7 +8,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterator, Union
 
 import numpy as np
 import torch
@@ -68,3 +68,26 @@ def atomic_npy(
         yield array
         array.flush()
         del array
+
+
+def read_matrix_npy(path: Union[str, os.PathLike], flag: str) -> np.ndarray:
+    """A non-empty real (rows, columns) array from a ``.npy`` file (a vector is one column),
+    as float32 and finite; a ValueError naming ``flag`` and the file otherwise."""
+    if not Path(path).is_file():
+        raise ValueError(f"{flag} {path}: no such file")
+    try:
+        values = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f"{flag} {path}: not a readable numeric .npy ({err})") from None
+    if not np.issubdtype(values.dtype, np.number) or np.iscomplexobj(values):
+        raise ValueError(f"{flag} {path}: expected real numbers, got dtype {values.dtype}")
+    values = values[:, None] if values.ndim == 1 else values
+    if values.ndim != 2 or len(values) == 0:
+        raise ValueError(
+            f"{flag} {path}: expected a non-empty (rows, columns) array, got shape {values.shape}"
+        )
+    values = values.astype(np.float32)
+    bad = ~np.isfinite(values).all(1)
+    if bad.any():
+        raise ValueError(f"{flag} {path}: row {int(np.argmax(bad))} (0-based) holds NaN or inf")
+    return values

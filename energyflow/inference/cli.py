@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from energyflow._io import atomic_npy, atomic_write_json
+from energyflow._io import atomic_npy, atomic_write_json, read_matrix_npy
 from energyflow.inference.metrics import c2st, corner_plot
 from energyflow.inference.posterior import SUPPORTS, fit_posterior
 from energyflow.inference.priors import BoxPrior, Prior
@@ -31,20 +31,7 @@ __all__ = ["add_posterior_command", "cmd_posterior"]
 
 
 def _read_matrix(path: str, flag: str) -> torch.Tensor:
-    if not Path(path).is_file():
-        raise ValueError(f"{flag} {path}: no such file")
-    try:
-        values = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise ValueError(f"{flag} {path}: not a readable numeric .npy ({err})") from None
-    if not np.issubdtype(values.dtype, np.number) or np.iscomplexobj(values):
-        raise ValueError(f"{flag} {path}: expected real numbers, got dtype {values.dtype}")
-    values = values[:, None] if values.ndim == 1 else values
-    if values.ndim != 2 or len(values) == 0:
-        raise ValueError(
-            f"{flag} {path}: expected a non-empty (rows, columns) array, got {values.shape}"
-        )
-    return torch.as_tensor(values.astype(np.float32))
+    return torch.as_tensor(read_matrix_npy(path, flag))
 
 
 def _box(args: argparse.Namespace, dim: int) -> Optional[Prior]:

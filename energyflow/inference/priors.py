@@ -22,6 +22,21 @@ __all__ = ["BoxPrior", "GaussianPrior", "Prior"]
 _EDGE = 1e-6  # fractions of the box kept this far from its faces before the logit
 
 
+def _parameter_pair(
+    names: tuple[str, str], first, second, dim: Optional[int]
+) -> tuple[Tensor, Tensor]:
+    """Two (D,) float tensors from numbers or tensors (scalars broadcast to ``dim``)."""
+    a, b = (torch.as_tensor(v, dtype=torch.float32) for v in (first, second))
+    if dim is not None:
+        a, b = a.expand(dim).clone(), b.expand(dim).clone()
+    if a.dim() != 1 or a.shape != b.shape:
+        raise ValueError(
+            f"{names[0]} and {names[1]} must be (D,) alike, got {tuple(a.shape)} and "
+            f"{tuple(b.shape)}"
+        )
+    return a, b
+
+
 class BoxPrior:
     """Uniform prior on the box [low, high] (each (D,)).
 
@@ -39,14 +54,7 @@ class BoxPrior:
     def __init__(
         self, low: Union[Tensor, float], high: Union[Tensor, float], dim: Optional[int] = None
     ):
-        low = torch.as_tensor(low, dtype=torch.float32)
-        high = torch.as_tensor(high, dtype=torch.float32)
-        if dim is not None:
-            low, high = low.expand(dim).clone(), high.expand(dim).clone()
-        if low.dim() != 1 or low.shape != high.shape:
-            raise ValueError(
-                f"low and high must be (D,) alike, got {tuple(low.shape)} and {tuple(high.shape)}"
-            )
+        low, high = _parameter_pair(("low", "high"), low, high, dim)
         if not bool((high > low).all()) or not bool(
             torch.isfinite(low).all() & torch.isfinite(high).all()
         ):
@@ -93,12 +101,9 @@ class GaussianPrior:
     def __init__(
         self, loc: Union[Tensor, float], scale: Union[Tensor, float], dim: Optional[int] = None
     ):
-        loc = torch.as_tensor(loc, dtype=torch.float32)
-        scale = torch.as_tensor(scale, dtype=torch.float32)
-        if dim is not None:
-            loc, scale = loc.expand(dim).clone(), scale.expand(dim).clone()
-        if loc.dim() != 1 or loc.shape != scale.shape or not bool((scale > 0).all()):
-            raise ValueError("loc and scale must be (D,) alike, with scale > 0")
+        loc, scale = _parameter_pair(("loc", "scale"), loc, scale, dim)
+        if not bool((scale > 0).all()):
+            raise ValueError("scale must be > 0 in every dimension")
         self.loc, self.scale = loc, scale
         self.dim = len(loc)
 

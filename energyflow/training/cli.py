@@ -38,7 +38,7 @@ import torch
 from tqdm import tqdm
 
 from energyflow import distributed
-from energyflow._io import atomic_npy, atomic_write_json
+from energyflow._io import atomic_npy, atomic_write_json, read_matrix_npy
 from energyflow.models import MODELS, GenerativeModel, build_model, load_model
 from energyflow.training import metrics
 from energyflow.training.config import (
@@ -381,25 +381,13 @@ def _read_context(path: Optional[str], model: GenerativeModel) -> torch.Tensor:
         raise ValueError(
             "this model is conditional: pass --context FILE.npy with one context row per sample"
         )
-    if not Path(path).is_file():
-        raise ValueError(f"--context {path}: no such file")
-    try:
-        values = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise ValueError(f"--context {path}: not a readable numeric .npy ({err})") from None
-    if values.ndim == 1 and model.context_features == 1:
-        values = values[:, None]
-    if values.ndim != 2 or values.shape[1] != model.context_features or values.shape[0] == 0:
+    values = read_matrix_npy(path, "--context")
+    if values.shape[1] != model.context_features:
         raise ValueError(
             f"--context {path}: expected a non-empty (rows, {model.context_features}) array, "
             f"got shape {values.shape}"
         )
-    if not np.issubdtype(values.dtype, np.number) or np.iscomplexobj(values):
-        raise ValueError(f"--context {path}: expected real numbers, got dtype {values.dtype}")
-    context = torch.as_tensor(values.astype(np.float32))
-    if not torch.isfinite(context).all():
-        row = int(torch.nonzero(~torch.isfinite(context).all(1))[0])
-        raise ValueError(f"--context {path}: row {row} (0-based) holds NaN or inf")
+    context = torch.as_tensor(values)
     return context.to(model.loc.device)
 
 

@@ -103,7 +103,7 @@ def test_box_prior_transform_and_its_jacobian():
     assert prior.log_prob(torch.tensor([[4.0, 1.0]])).item() == -math.inf
     with pytest.raises(ValueError, match="high > low"):
         BoxPrior(1.0, 1.0, dim=2)
-    with pytest.raises(ValueError, match="scale > 0"):
+    with pytest.raises(ValueError, match="scale must be > 0"):
         GaussianPrior(0.0, -1.0, dim=2)
 
 

@@ -48,9 +48,9 @@ def test_mle_and_conditional_score_training_run():
         fit(model, data, context=context, objective="mle", steps=1, progress=False)
 
 
-def test_resume_continues_bit_for_bit(tmp_path):
-    data = torch.as_tensor(toy("moons", 1000, np.random.default_rng(1)))
-    settings = dict(steps=40, batch_size=64, lr=1e-3, seed=3, checkpoint_every=20, progress=False)
+def _straight_and_resumed(tmp_path, data, settings: dict, stop_after: int):
+    """An uninterrupted run, and the same run killed after its step-``stop_after`` checkpoint
+    (evaluate raises at the next step) then resumed: (model, state) of each."""
 
     def new_model():
         torch.manual_seed(0)
@@ -58,23 +58,29 @@ def test_resume_continues_bit_for_bit(tmp_path):
 
     straight = new_model()
     whole = fit(straight, data, checkpoint=tmp_path / "a.pt", **settings)
-    # the same run, killed after its step-20 checkpoint (evaluate raises at step 21), then resumed
     stopped = new_model()
     with pytest.raises(KeyboardInterrupt):
         fit(
             stopped,
             data,
             checkpoint=tmp_path / "b.pt",
-            evaluate=_interrupt_at(20),
+            evaluate=_interrupt_at(stop_after),
             eval_every=1,
             **settings,
         )
     resumed = new_model()
     state = fit(resumed, data, checkpoint=tmp_path / "b.pt", resume=True, **settings)
-    assert state.step == whole.step == 40
-    assert [h["loss"] for h in state.history] == [h["loss"] for h in whole.history]
     for p, q in zip(straight.parameters(), resumed.parameters()):
         assert torch.equal(p, q)
+    return whole, state
+
+
+def test_resume_continues_bit_for_bit(tmp_path):
+    data = torch.as_tensor(toy("moons", 1000, np.random.default_rng(1)))
+    settings = dict(steps=40, batch_size=64, lr=1e-3, seed=3, checkpoint_every=20, progress=False)
+    whole, state = _straight_and_resumed(tmp_path, data, settings, stop_after=20)
+    assert state.step == whole.step == 40
+    assert [h["loss"] for h in state.history] == [h["loss"] for h in whole.history]
 
 
 def _interrupt_at(step):
@@ -103,28 +109,9 @@ def test_resume_with_averaging_and_validation_is_bit_for_bit(tmp_path):
         progress=False,
     )
 
-    def new_model():
-        torch.manual_seed(0)
-        return SemiAutoregressiveGenerator(2, 2, **SMALL)
-
-    straight = new_model()
-    whole = fit(straight, data, checkpoint=tmp_path / "a.pt", **settings)
-    stopped = new_model()
-    with pytest.raises(KeyboardInterrupt):
-        fit(
-            stopped,
-            data,
-            checkpoint=tmp_path / "b.pt",
-            evaluate=_interrupt_at(10),
-            eval_every=1,
-            **settings,
-        )
-    resumed = new_model()
-    state = fit(resumed, data, checkpoint=tmp_path / "b.pt", resume=True, **settings)
+    whole, state = _straight_and_resumed(tmp_path, data, settings, stop_after=10)
     assert [h.get("val_loss") for h in state.history] == [h.get("val_loss") for h in whole.history]
     assert (state.best_val, state.best_step) == (whole.best_val, whole.best_step)
-    for p, q in zip(straight.parameters(), resumed.parameters()):
-        assert torch.equal(p, q)
 
 
 def test_validation_keeps_the_best_weights_and_patience_stops():
