@@ -23,7 +23,6 @@ from torch import Tensor
 from energyflow._io import atomic_save
 from energyflow.inference.priors import Prior, prior_from_state
 from energyflow.models import GenerativeModel, build_model, load_model
-from energyflow.models.base import GenerativeModel as _Base
 from energyflow.training.config import TrainConfig
 from energyflow.training.fit import TrainState, fit
 
@@ -193,8 +192,7 @@ def fit_posterior(
             raise ValueError(f"the prior has {prior.dim} dimensions but theta has {theta.shape[1]}")
         if prior.bounded and not bool(prior.contains(theta).all()):
             raise ValueError("theta holds rows outside the prior's support")
-    posterior_support = support
-    if posterior_support not in SUPPORTS:
+    if support not in SUPPORTS:
         raise ValueError(f"support must be one of {SUPPORTS}, got {support!r}")
     transformed = prior is not None and prior.bounded and support == "transform"
     target = prior.unconstrain(theta) if transformed else theta
@@ -207,7 +205,7 @@ def fit_posterior(
             context_features=x.shape[1],
             hidden_features=hidden_features,
         )
-    elif not isinstance(model, _Base) or model.context_features != x.shape[1]:
+    elif not isinstance(model, GenerativeModel) or model.context_features != x.shape[1]:
         raise ValueError(
             f"model must be 'saef', 'affine' or a GenerativeModel with {x.shape[1]} context "
             "features"
