@@ -552,7 +552,9 @@ def main() -> None:
         (RESULTS / "study.md").write_text(comparison_markdown(saved["machine"], saved))
         print((RESULTS / "study.md").read_text())
         return
-    results = {}
+    stored = RESULTS / "study.json"
+    saved = json.loads(stored.read_text()) if stored.exists() else {}
+    results = saved.get("results", {})  # datasets not named this time keep their earlier rows
     for name in args.datasets:
         budget = args.budget if name == "digits" else args.toy_budget
         results[name] = run_comparison(name, budget, curves=name == "digits")
@@ -560,10 +562,8 @@ def main() -> None:
             results[name]["time_to_quality_figure"] = save_time_to_quality(
                 results[name]["time_to_quality"], budget
             )
-        partial = {"machine": machine, "results": results}  # kept if a later dataset fails
-        (RESULTS / "study.json").write_text(json.dumps(partial, indent=1))
-    saved = {"machine": machine, "results": results}
-    (RESULTS / "study.json").write_text(json.dumps(saved, indent=1))
+        saved.update(machine=machine, results=results)  # kept if a later dataset fails
+        (RESULTS / "study.json").write_text(json.dumps(saved, indent=1))
     (RESULTS / "study.md").write_text(comparison_markdown(machine, saved))
     print((RESULTS / "study.md").read_text())
 

@@ -4,21 +4,23 @@ estimation (NPE) with zuko's flows, on tasks with reference posteriors.
 Part ``compare``: for each task and simulation count, every model trains for the same wall-clock
 budget through ``energyflow.inference.fit_posterior`` (same prior transform, 10% validation,
 best weights), 3 seeds:
-  - SemiAutoregressiveGenerator K=1 and K=2, energy score (the recommended conditional settings);
+  - SemiAutoregressiveGenerator K=1 and K=2, energy score (``fit_posterior``'s defaults:
+    ``training.recipe.recommended_posterior_options`` and ``POSTERIOR_RECIPE``);
   - BlockAffineFlow, energy score, and by maximum likelihood;
   - zuko NSF and MAF by maximum likelihood (NPE; zuko's documented defaults).
 The SBI C2ST of each observation's draws against its reference posterior (``--observations``
-of the task's ten, ``--c2st-draws`` each), the share of raw draws outside the prior box (before the
-transform maps them back; only for models trained on theta, so reported for the rejection
-variant), and the seconds to draw 10^4 samples for 10 observations.
+of the task's ten, ``--c2st-draws`` each) and the seconds to draw 10^4 samples for each of 10
+observations. ``--models`` keeps the models whose names contain one of the given words; rows of
+other (task, sims, model) cells already in study_posterior.json are kept.
 
-Part ``ablation`` (two moons, 10^4 simulations): samples per target m, batch size, beta, noise
-features, context standardisation off, context width.
+Part ``ablation`` (10^4 simulations): one factor at a time from the posterior recipe: samples per
+target m, batch size, beta, noise features, width, context standardisation off.
 
-Writes study_posterior.{json,md}.
+Writes study_posterior.{json,md} (after every row).
 
-    python benchmarks/study_posterior.py --part compare --budget 30
-    python benchmarks/study_posterior.py --part ablation --budget 20
+    python benchmarks/study_posterior.py --part compare --budget 20 --observations 3
+    python benchmarks/study_posterior.py --part compare --sims 1000 100000 --models K=1 NSF
+    python benchmarks/study_posterior.py --part ablation --tasks two_moons --budget 15
 """
 
 from __future__ import annotations
@@ -35,25 +37,25 @@ from _common import RESULTS, machine_description
 from energyflow.inference import c2st, fit_posterior, get_task
 from energyflow.inference.posterior import Posterior
 from energyflow.models import BlockAffineFlow, GenerativeModel, SemiAutoregressiveGenerator
+from energyflow.training.recipe import recommended_posterior_options
 
 SEEDS = (0, 1, 2)
-ENERGY = {"samples_per_target": 4, "batch_size": 512, "lr": 1e-3}
-NPE = {"objective": "mle", "batch_size": 256, "lr": 1e-3}
+ENERGY: dict = {}  # fit_posterior's defaults (POSTERIOR_RECIPE)
+NPE = {"objective": "mle"}  # batch 256, lr 1e-3, 10% validation
 
 
 def models(features: int, context: int) -> dict:
     """name -> (build(), training settings)."""
+    saef = recommended_posterior_options(features, "saef")
     hidden = (256, 256)
     return {
         "SAEF K=1 (energy)": (
-            lambda: SemiAutoregressiveGenerator(
-                features, 1, context_features=context, hidden_features=hidden
-            ),
+            lambda: SemiAutoregressiveGenerator(features, context_features=context, **saef),
             ENERGY,
         ),
         "SAEF K=2 (energy)": (
             lambda: SemiAutoregressiveGenerator(
-                features, min(2, features), context_features=context, hidden_features=hidden
+                features, context_features=context, **{**saef, "blocks": min(2, features)}
             ),
             ENERGY,
         ),
@@ -115,14 +117,16 @@ def summary(values: list[float]) -> list[float]:
     return [float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0]
 
 
-def run_compare(args) -> list[dict]:
-    rows = []
+def run_compare(args, payload: dict, save) -> list[dict]:
+    rows = payload.get("compare", [])
     for name in args.tasks:
         task = get_task(name)
         for sims in args.sims:
             for label, (build, settings) in models(
                 task.prior.dim, task.observations.shape[1]
             ).items():
+                if args.models and not any(word in label for word in args.models):
+                    continue
                 runs = []
                 for seed in SEEDS:
                     torch.manual_seed(seed)
@@ -131,31 +135,35 @@ def run_compare(args) -> list[dict]:
                     "task": name,
                     "sims": sims,
                     "model": label,
+                    "budget": args.budget,
                     "c2st": summary([r["c2st"] for r in runs]),
                     "steps": summary([r["steps"] for r in runs]),
                     "sample_seconds": summary([r["sample_10k_x10_seconds"] for r in runs]),
                     "runs": runs,
                 }
                 print(json.dumps({k: v for k, v in row.items() if k != "runs"}), flush=True)
+                rows = [
+                    r for r in rows if (r["task"], r["sims"], r["model"]) != (name, sims, label)
+                ]
                 rows.append(row)
+                save(rows)
     return rows
 
 
 ABLATION = [
-    ("base (m=4, batch 512, beta 1, noise D, context standardised)", {}, {}),
+    ("base (recipe: m=4, batch 256, beta 0.5, noise 2D, width 128)", {}, {}),
     ("m=2", {"samples_per_target": 2}, {}),
     ("m=8", {"samples_per_target": 8}, {}),
-    ("batch 128", {"batch_size": 128}, {}),
-    ("batch 2048", {"batch_size": 2048}, {}),
-    ("beta 0.5", {"beta": 0.5}, {}),
-    ("beta 1.5", {"beta": 1.5}, {}),
-    ("noise 4D", {}, {"noise": 4}),
-    ("width 64", {}, {"hidden_features": (64, 64)}),
+    ("batch 1024", {"batch_size": 1024}, {}),
+    ("beta 1", {"beta": 1.0}, {}),
+    ("beta 0.25", {"beta": 0.25}, {}),
+    ("noise D", {}, {"noise": 1}),
+    ("width 256", {}, {"hidden_features": (256, 256)}),
     ("context not standardised", {}, {"raw_context": True}),
 ]
 
 
-def run_ablation(args) -> list[dict]:
+def run_ablation(args, payload: dict, save) -> list[dict]:
     rows = []
     for task_name in args.tasks:
         task = get_task(task_name)
@@ -164,12 +172,13 @@ def run_ablation(args) -> list[dict]:
             runs = []
             for seed in SEEDS:
                 torch.manual_seed(seed)
+                recipe = recommended_posterior_options(features, "saef")
                 model = SemiAutoregressiveGenerator(
                     features,
                     1,
                     context_features=context,
-                    hidden_features=options.get("hidden_features", (256, 256)),
-                    noise_features=options.get("noise", 1) * features,
+                    hidden_features=options.get("hidden_features", recipe["hidden_features"]),
+                    noise_features=options.get("noise", 2) * features,
                 )
                 if options.get("raw_context"):
                     model.fit_standardisation = _data_only(model)
@@ -179,11 +188,13 @@ def run_ablation(args) -> list[dict]:
             row = {
                 "task": task_name,
                 "variant": label,
+                "budget": args.budget,
                 "c2st": summary([r["c2st"] for r in runs]),
                 "runs": runs,
             }
             print(json.dumps({k: v for k, v in row.items() if k != "runs"}), flush=True)
             rows.append(row)
+            save(rows)
     return rows
 
 
@@ -202,7 +213,8 @@ def markdown(machine: dict, payload: dict) -> str:
         "# Posterior inference: energy-trained conditional models against NPE",
         "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}. Every "
-        f"model trains {payload['budget']:.0f} s (wall clock; the schedule ends there) through "
+        "model of a row trains the same seconds (wall clock, the `s` column; the schedule ends "
+        "there) through "
         "`fit_posterior` (box priors: logit transform; 10% validation, best weights), 3 seeds, "
         f"mean +- sd. C2ST: the SBI definition, averaged over the first {payload['observations']} "
         f"of each task's ten observations, {payload['c2st_draws']} draws against as many reference "
@@ -211,22 +223,24 @@ def markdown(machine: dict, payload: dict) -> str:
     ]
     if payload.get("compare"):
         lines += [
-            "| task | sims | model | steps | C2ST | sampling s |",
-            "|---|---:|---|---:|---:|---:|",
+            "| task | sims | model | s | steps | C2ST | sampling s |",
+            "|---|---:|---|---:|---:|---:|---:|",
         ]
         for r in payload["compare"]:
             lines.append(
-                f"| {r['task']} | {r['sims']} | {r['model']} | {r['steps'][0]:.0f} | "
+                f"| {r['task']} | {r['sims']} | {r['model']} | {r.get('budget', 10):.0f} | "
+                f"{r['steps'][0]:.0f} | "
                 f"{r['c2st'][0]:.3f} +- {r['c2st'][1]:.3f} | {r['sample_seconds'][0]:.3f} |"
             )
         lines += ["", "## Verdicts (computed from this run)", ""]
         for task in dict.fromkeys(r["task"] for r in payload["compare"]):
             for sims in dict.fromkeys(r["sims"] for r in payload["compare"] if r["task"] == task):
                 here = [r for r in payload["compare"] if r["task"] == task and r["sims"] == sims]
-                energy = min(
-                    (r for r in here if "energy" in r["model"]), key=lambda r: r["c2st"][0]
-                )
-                nsf = next(r for r in here if "NSF" in r["model"])
+                energies = [r for r in here if "energy" in r["model"]]
+                nsf = next((r for r in here if "NSF" in r["model"]), None)
+                if not energies or nsf is None:
+                    continue
+                energy = min(energies, key=lambda r: r["c2st"][0])
                 speed = nsf["sample_seconds"][0] / energy["sample_seconds"][0]
                 lines.append(
                     f"- {task}, {sims} simulations: best energy-trained {energy['model']} C2ST "
@@ -237,7 +251,8 @@ def markdown(machine: dict, payload: dict) -> str:
     if payload.get("ablation"):
         lines += [
             "",
-            "## Ablation (SAEF K=1, 10^4 simulations)",
+            f"## Ablation (SAEF K=1, 10^4 simulations, "
+            f"{payload['ablation'][0].get('budget', 20):.0f} s per run)",
             "",
             "| task | variant | C2ST |",
             "|---|---|---:|",
@@ -255,7 +270,8 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=["two_moons", "slcp"])
     parser.add_argument("--sims", type=int, nargs="+", default=[10000])
     parser.add_argument("--budget", type=float, default=30.0)
-    parser.add_argument("--observations", type=int, default=5)
+    parser.add_argument("--observations", type=int, default=3)
+    parser.add_argument("--models", nargs="+", default=None, help="words in the model names")
     parser.add_argument("--c2st-draws", type=int, default=1000)
     args = parser.parse_args()
     path = RESULTS / "study_posterior.json"
@@ -266,9 +282,14 @@ def main() -> None:
         observations=args.observations,
         c2st_draws=args.c2st_draws,
     )
-    payload[args.part] = run_compare(args) if args.part == "compare" else run_ablation(args)
-    path.write_text(json.dumps(payload, indent=1))
-    (RESULTS / "study_posterior.md").write_text(markdown(payload["machine"], payload))
+
+    def save(rows: list[dict]) -> None:
+        payload[args.part] = rows
+        path.write_text(json.dumps(payload, indent=1))
+        (RESULTS / "study_posterior.md").write_text(markdown(payload["machine"], payload))
+
+    run = run_compare if args.part == "compare" else run_ablation
+    save(run(args, payload, save))
     print((RESULTS / "study_posterior.md").read_text())
 
 

@@ -108,7 +108,7 @@ def cmd_posterior(args: argparse.Namespace, given: set[str]) -> int:
         prior=prior,
         support=args.support,
         blocks=args.blocks or None,
-        hidden_features=tuple(args.hidden),
+        hidden_features=tuple(args.hidden) if args.hidden else None,
         objective=args.objective,
         progress=True,
         **settings,
@@ -180,8 +180,14 @@ def add_posterior_command(commands, common: argparse.ArgumentParser, types: dict
     add("--model", choices=("saef", "affine"), default="saef")
     add("--objective", choices=("energy", "mle", "hybrid"), default="energy")
     add("--blocks", type=types["non_negative"], default=0, help="K (0: saef 1, affine min(D, 4))")
-    add("--hidden", type=types["positive"], nargs="+", default=[256, 256])
-    add("--samples-per-target", type=types["at_least_2"], default=4)
+    add(
+        "--hidden",
+        type=types["positive"],
+        nargs="+",
+        default=None,
+        help="hidden widths (default: saef 128 128, affine 256 256)",
+    )
+    add("--samples-per-target", type=types["at_least_2"], default=None, help="m (4)")
     add(
         "--steps",
         type=types["positive"],
@@ -189,8 +195,8 @@ def add_posterior_command(commands, common: argparse.ArgumentParser, types: dict
         help="upper bound; --time-budget ends runs",
     )
     add("--time-budget", type=types["positive_float"], default=60.0, help="training seconds")
-    add("--batch-size", type=types["at_least_2"], default=512)
-    add("--lr", type=types["positive_float"], default=1e-3)
+    add("--batch-size", type=types["at_least_2"], default=None, help="rows per step (256)")
+    add("--lr", type=types["positive_float"], default=None, help="learning rate (1e-3)")
     add("--n", type=types["positive"], default=10000, help="draws per observation")
     add("--c2st-draws", type=types["at_least_10"], default=2000, help="draws per C2ST (task)")
     add("--device", default="auto")

@@ -25,6 +25,7 @@ from energyflow.inference.priors import Prior, prior_from_state
 from energyflow.models import GenerativeModel, build_model, load_model
 from energyflow.training.config import TrainConfig
 from energyflow.training.fit import TrainState, fit
+from energyflow.training.recipe import POSTERIOR_RECIPE, recommended_posterior_options
 
 SUPPORTS = ("transform", "reject")
 MAX_REJECTION_ROUNDS = 100
@@ -163,7 +164,7 @@ def fit_posterior(
     prior: Optional[Prior] = None,
     support: str = "transform",
     blocks: Optional[int] = None,
-    hidden_features: tuple[int, ...] = (256, 256),
+    hidden_features: Optional[tuple[int, ...]] = None,
     objective: str = "energy",
     progress: bool = False,
     **train_settings,
@@ -171,11 +172,13 @@ def fit_posterior(
     """Train a conditional model of theta (N, D) given x (N, C) and return its ``Posterior``.
 
     ``model``: "saef" (energy-trained generator), "affine" (BlockAffineFlow: energy, mle or
-    hybrid), or a conditional GenerativeModel of your own. ``blocks``: K (default 1 for "saef",
-    min(D, 4) for "affine"). ``prior``: its support bounds the draws (see ``Posterior``).
-    ``train_settings`` are ``TrainConfig`` fields (``time_budget=60``, ``steps=...``,
-    ``samples_per_target=...``, ``val_fraction=...``); the defaults hold out 10% to keep the
-    best weights.
+    hybrid), or a conditional GenerativeModel of your own; ``blocks`` (K) and
+    ``hidden_features`` default to ``training.recipe.recommended_posterior_options`` (saef: K =
+    1, (128, 128); affine: K = min(D, 4), (256, 256)). ``prior``: its support bounds the draws
+    (see ``Posterior``). ``train_settings`` are ``TrainConfig`` fields (``time_budget=60``,
+    ``steps=...``, ``samples_per_target=...``); unset ones take ``POSTERIOR_RECIPE`` (4 samples
+    per simulation, batch 256, lr 1e-3, 10% held out to keep the best weights), then the
+    general recipe.
 
     Example:
         >>> from energyflow.inference import get_task
@@ -197,20 +200,19 @@ def fit_posterior(
     transformed = prior is not None and prior.bounded and support == "transform"
     target = prior.unconstrain(theta) if transformed else theta
     if isinstance(model, str):
-        default_blocks = 1 if model == "saef" else min(theta.shape[1], 4)
-        model = build_model(
-            model,
-            theta.shape[1],
-            blocks=blocks or default_blocks,
-            context_features=x.shape[1],
-            hidden_features=hidden_features,
-        )
+        options = recommended_posterior_options(theta.shape[1], model)
+        if blocks:
+            options["blocks"] = blocks
+        if hidden_features:
+            options["hidden_features"] = tuple(hidden_features)
+        model = build_model(model, theta.shape[1], context_features=x.shape[1], **options)
     elif not isinstance(model, GenerativeModel) or model.context_features != x.shape[1]:
         raise ValueError(
             f"model must be 'saef', 'affine' or a GenerativeModel with {x.shape[1]} context "
             "features"
         )
-    settings = {"val_fraction": 0.1, "objective": objective, **train_settings}
+    given = {key: value for key, value in train_settings.items() if value is not None}
+    settings = {**POSTERIOR_RECIPE, "objective": objective, **given}
     posterior = Posterior(model, prior, support)
     posterior.state = fit(
         model, target, context=x, config=TrainConfig(**settings), progress=progress

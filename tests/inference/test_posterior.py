@@ -137,3 +137,32 @@ def test_mle_flow_held_out_nll_stays_bounded_on_slcp_like_data():
     # unbounded scales: 9 -> 165; bounded (models.flow.MAX_SCALE): about 9 -> 16 (overfitting
     # that the kept best weights absorb)
     assert max(values) < min(values) + 10.0, values
+
+
+def test_defaults_are_the_posterior_recipe(monkeypatch):
+    """Unset options take recommended_posterior_options / POSTERIOR_RECIPE; given ones win and
+    None counts as unset (what the CLI passes for flags left out)."""
+    import energyflow.inference.posterior as module
+
+    configs = []
+    real_fit = module.fit
+
+    def recording_fit(model, data, *, context, config, progress):
+        configs.append(config)
+        return real_fit(model, data, context=context, config=config, progress=progress)
+
+    monkeypatch.setattr(module, "fit", recording_fit)
+    theta, x = torch.randn(300, 3), torch.randn(300, 2)
+    saef = fit_posterior(theta, x, steps=1).model
+    assert (saef.config["blocks"], saef.config["hidden_features"]) == (1, [128, 128])
+    assert saef.noise_features == 6
+    recipe = configs[-1]
+    assert (recipe.samples_per_target, recipe.batch_size, recipe.lr, recipe.val_fraction) == (
+        4,
+        256,
+        1e-3,
+        0.1,
+    )
+    flow = fit_posterior(theta, x, model="affine", steps=1, batch_size=64, lr=None, blocks=2)
+    assert (flow.model.config["blocks"], flow.model.config["hidden_features"]) == (2, [256, 256])
+    assert (configs[-1].batch_size, configs[-1].lr) == (64, 1e-3)
