@@ -428,7 +428,7 @@ def comparison_markdown(machine: dict, saved: dict) -> str:
         lines.append("")
     if saved.get("cli_defaults"):
         lines += cli_markdown(saved["cli_defaults"])
-    lines += ["## Verdicts (computed from this run)", ""]
+    lines += ["## Verdicts (computed from the rows above)", ""]
     for name, payload in results.items():
         energy = min(
             (r for r in payload["rows"] if r["objective"] == "energy"), key=lambda r: r["c2st"][0]

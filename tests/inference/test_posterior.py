@@ -155,7 +155,7 @@ def test_defaults_are_the_posterior_recipe(monkeypatch):
     theta, x = torch.randn(300, 3), torch.randn(300, 2)
     saef = fit_posterior(theta, x, steps=1).model
     assert (saef.config["blocks"], saef.config["hidden_features"]) == (1, [128, 128])
-    assert saef.noise_features == 6
+    assert saef.noise_features == 3
     recipe = configs[-1]
     assert (recipe.samples_per_target, recipe.batch_size, recipe.lr, recipe.val_fraction) == (
         4,
