@@ -11,8 +11,9 @@ averaging did not help there and are not part of it. It adapts to the data:
   batch size   BATCH_FEW_FEATURES for D <= 8 (pairs are cheap in few dimensions), else
                BATCH_MANY_FEATURES; never more than the training rows
   width        256 for D < 32, else 512; the generator (SAEF) 128 for D <= 8, where it reaches
-               the same or better C2ST in a budget with 1.6x the steps (checkerboard, 10 s,
-               3 seeds: 0.524 +- 0.006 at 128 against 0.560 +- 0.027 at 256)
+               a better C2ST in a budget with 1.6x the steps (study.md, 10 s, 3 seeds:
+               checkerboard 0.516 +- 0.008 at 128 against 0.565 +- 0.020 at 256, 8gaussians
+               0.532 +- 0.013 against 0.570 +- 0.024)
   validation   10% of the rows held out (best weights kept) when there are at least 200 rows
 Maximum likelihood keeps its usual settings (batch 256, learning rate 1e-3).
 
