@@ -21,6 +21,7 @@ single-process op.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 from typing import Iterator, Optional
@@ -33,6 +34,7 @@ from energyflow import functional
 
 __all__ = [
     "all_gather",
+    "finish",
     "global_energy_distance",
     "global_sliced_energy_distance",
     "init_from_environment",
@@ -86,7 +88,24 @@ def init_from_environment(device: torch.device) -> bool:
         return False
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend=backend)
+    # a process that exits with the group alive can abort in gloo's teardown ("terminate called
+    # without an active exception"): the group this function made is closed at exit at the latest
+    atexit.register(finish, synchronise=False)
     return is_distributed()
+
+
+def finish(synchronise: bool = True) -> None:
+    """Close the process group, if one is open (a no-op otherwise, so safe to call twice).
+
+    With ``synchronise`` every rank first waits at a barrier, so that no rank tears down its
+    connections while another is still using them; pass ``False`` on an error path, where the
+    other ranks may be inside a different collective."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if synchronise and dist.get_world_size() > 1:
+        with contextlib.suppress(RuntimeError):  # a rank that already died: nothing to wait for
+            dist.barrier()
+    dist.destroy_process_group()
 
 
 class _AllGather(torch.autograd.Function):

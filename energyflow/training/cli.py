@@ -473,11 +473,6 @@ def cmd_eval(args: argparse.Namespace, given: set[str]) -> int:
     return 0
 
 
-def _finish_process_group() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-
-
 # ---- arguments ---------------------------------------------------------------------------------
 def _bounded(kind: Callable, low: float, name: str, strict: bool = False) -> Callable:
     def parse(text: str):
@@ -629,15 +624,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     top = parser()
     args = top.parse_args(argv)
+    failed = True
     try:
-        return args.func(args, _given_options(top, args, argv))
+        code = args.func(args, _given_options(top, args, argv))
+        failed = False
+        return code
     except (ValueError, OSError, FloatingPointError) as err:
         if args.debug:
             raise
         print(f"energyflow: error: {err}", file=sys.stderr)
         return 1 if isinstance(err, FloatingPointError) else 2
     finally:
-        _finish_process_group()
+        distributed.finish(synchronise=not failed)
 
 
 if __name__ == "__main__":

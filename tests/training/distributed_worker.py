@@ -87,3 +87,4 @@ def training(out: str) -> None:
 
 if __name__ == "__main__":
     {"loss": losses, "fit": training}[sys.argv[1]](sys.argv[2])
+    distributed.finish()
