@@ -148,10 +148,17 @@ def _fused_cross_power_sum(
     grad_y: bool,
     backend: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """-> S (B,), and dS/dx, dS/da if ``grad_x``, dS/dy, dS/db if ``grad_y`` (else empty)."""
-    total, gx, ga = _side(x, y, x_weights, y_weights, beta, False, grad_x, backend)
-    if grad_y:
-        total, gy, gb = _side(y, x, y_weights, x_weights, beta, False, True, backend)
+    """-> S (B,), and dS/dx, dS/da if ``grad_x``, dS/dy, dS/db if ``grad_y`` (else empty).
+
+    Either side's pass gives S: one pass when only one side needs gradients (the y side when
+    neither does, or both: then S comes from it too)."""
+    if grad_x:
+        total, gx, ga = _side(x, y, x_weights, y_weights, beta, False, True, backend)
+    else:
+        acc = dispatch.accumulation_dtype(x.dtype)
+        gx, ga = x.new_empty(0, dtype=acc), x.new_empty(0, dtype=acc)
+    if grad_y or not grad_x:
+        total, gy, gb = _side(y, x, y_weights, x_weights, beta, False, grad_y, backend)
     else:
         gy, gb = total.new_empty(0), total.new_empty(0)
     return total, gx, ga, gy, gb
