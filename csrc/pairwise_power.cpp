@@ -64,39 +64,26 @@ std::vector<at::Tensor> row_stats_exact(const at::Tensor& x, const at::Tensor& y
   return {rowsum, wdiff};
 }
 
-// Dot products: both sets centred on the mean of Y (every sum is translation-invariant, and the
-// expansion then does not cancel for data far from the origin), features padded to a multiple of
-// 16, Y both transposed (for x.y) and row-major (for W Y).
+// Dot products on both sets centred on the mean of Y (every sum is translation-invariant, and the
+// expansion then does not cancel for data far from the origin). The kernel centres and pads
+// each row block and column chunk as it goes: no copies of X or Y.
 std::vector<at::Tensor> row_stats_gemm(const at::Tensor& x, const at::Tensor& y,
                                        const at::Tensor& b, double beta, bool exclude_diag,
                                        bool want_grad) {
-  const int64_t n_cols = y.size(1), dim = x.size(2);
-  // The centre is summed in double, then both sets are shifted in their own dtype (no N x D
-  // double copies): any common shift leaves every distance unchanged.
-  const at::Tensor centre = y.sum(1, true, at::kDouble).div(n_cols).to(x.scalar_type());
-  const int64_t dim_pad = padding(dim), col_pad = padding(n_cols);
-  // (pads only where needed, and squared norms by a reduction: no extra N x D temporaries)
-  const at::Tensor x_shifted = x - centre, y_shifted = y - centre;
-  const at::Tensor xc =
-      dim_pad ? at::constant_pad_nd(x_shifted, {0, dim_pad}, 0) : x_shifted.contiguous();
-  const at::Tensor y_rows = dim_pad || col_pad
-                                ? at::constant_pad_nd(y_shifted, {0, dim_pad, 0, col_pad}, 0)
-                                : y_shifted.contiguous();
-  const at::Tensor y_t = y_rows.transpose(1, 2).contiguous();
-  const at::Tensor x_sq = at::linalg_vector_norm(xc, 2, {-1}).square_().contiguous();
-  const at::Tensor y_sq = at::linalg_vector_norm(y_rows, 2, {-1}).square_().contiguous();
-  const at::Tensor bc = at::constant_pad_nd(b, {0, col_pad}, 0).contiguous();
+  const at::Tensor xc = x.contiguous(), yc = y.contiguous();
+  // the centre summed in double, then rounded: any common shift leaves every distance unchanged
+  const at::Tensor centre = yc.sum(1, false, at::kDouble).div(y.size(1)).to(x.scalar_type());
+  const at::Tensor bc = at::constant_pad_nd(b, {0, padding(y.size(1))}, 0).contiguous();
   // d2 below tol (|x|^2 + |y|^2) is within the expansion's rounding: recomputed exactly.
   const double tol = x.scalar_type() == at::kDouble ? std::ldexp(1.0, -26) : std::ldexp(1.0, -10);
   at::Tensor rowsum = at::empty({x.size(0), x.size(1)}, x.options());
-  at::Tensor wdiff = want_grad ? at::empty({x.size(0), x.size(1), dim}, x.options())
-                               : at::empty({0}, x.options());
+  at::Tensor wdiff = want_grad ? at::empty_like(xc) : at::empty({0}, x.options());
   if (energyflow_cpu::cpu_has_avx2_fma()) {
-    energyflow_cpu::avx2::gemm(xc, x_sq, y_t, y_rows, y_sq, bc, n_cols, dim, beta, tol,
-                               exclude_diag, want_grad, rowsum, wdiff);
+    energyflow_cpu::avx2::gemm(xc, yc, centre, bc, beta, tol, exclude_diag, want_grad, rowsum,
+                               wdiff);
   } else {
-    energyflow_cpu::generic::gemm(xc, x_sq, y_t, y_rows, y_sq, bc, n_cols, dim, beta, tol,
-                                  exclude_diag, want_grad, rowsum, wdiff);
+    energyflow_cpu::generic::gemm(xc, yc, centre, bc, beta, tol, exclude_diag, want_grad, rowsum,
+                                  wdiff);
   }
   return {rowsum, wdiff};
 }

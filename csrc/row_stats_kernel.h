@@ -22,37 +22,42 @@ enum class Power { kOne, kTwo, kHalf, kGeneral };
 
 // ---- powers ---------------------------------------------------------------------------------
 // Branch-free, division-free log2 / exp2 for float that GCC vectorises under `omp simd` (no
-// -ffast-math, so no FTZ or errno side effects): log2 from the exponent bits and a degree-8
-// polynomial u P7(u) on the mantissa 1 + u in [sqrt(1/2), sqrt(2)) (Chebyshev fit, absolute
-// error 8.6e-8), exp2 from a degree-5 polynomial on [-1/2, 1/2] (relative error 1.0e-7) and the
-// exponent bits; d2^(beta/2) is then within about 2e-7 relative (ln 2 (beta/2) 8.6e-8 + 1e-7).
-// Inputs: log2 a positive normal float; exp2 clamped to the normal range.
+// -ffast-math, so no FTZ or errno side effects) with no selects, so that both stay a straight
+// line of vector instructions: log2 from the bits offset by those of sqrt(1/2) (exponent by an
+// arithmetic shift, mantissa 1 + u in [sqrt(1/2), sqrt(2))) and u P6(u) (a near-minimax fit,
+// absolute error 3.0e-7); exp2 from a degree-5 polynomial on [-1/2, 1/2] (relative error 7.5e-8)
+// and the exponent bits of the rounding constant. Both polynomials by Estrin's scheme (short
+// dependency chains). d2^(beta/2) = exp2(y), y = (beta/2) log2(d2), is then within about
+// 4e-7 + 1.2e-7 |y| relative, the second part the fp32 rounding of y (9e-7 for d2 near 2^30;
+// tested over d2 in [2^-120, 2^122]); the fp64 path uses std::exp / std::log. Inputs: log2 a
+// positive normal float; exp2 clamped to the normal range.
 inline float log2_positive(float x) {
-  uint32_t bits;
+  int32_t bits;
   std::memcpy(&bits, &x, sizeof bits);
-  const int32_t exponent = static_cast<int32_t>((bits >> 23) & 0xffu) - 127;
-  bits = (bits & 0x007fffffu) | 0x3f800000u;
+  const int32_t offset = bits - 0x3f3504f3;  // the bits of sqrt(1/2)
+  const int32_t exponent = offset >> 23;     // arithmetic shift (GCC, Clang, C++20): floor
+  const int32_t mantissa_bits = (offset & 0x007fffff) + 0x3f3504f3;
   float m;
-  std::memcpy(&m, &bits, sizeof m);  // [1, 2)
-  const bool high = m > 1.41421356f;
-  const float u = (high ? 0.5f * m : m) - 1.0f;
-  const float e = static_cast<float>(exponent) + (high ? 1.0f : 0.0f);
-  const float p =
-      1.44269496f + u * (-0.721352760f + u * (0.480924046f + u * (-0.360241924f +
-      u * (0.287075321f + u * (-0.248822345f + u * (0.234212616f + u * -0.146205297f))))));
-  return e + u * p;
+  std::memcpy(&m, &mantissa_bits, sizeof m);  // [sqrt(1/2), sqrt(2))
+  const float u = m - 1.0f, u2 = u * u, u4 = u2 * u2;
+  const float p = (1.44269972f + u * -0.721375835f) + u2 * (0.480465269f + u * -0.358963271f) +
+                  u4 * ((0.297260626f + u * -0.272684975f) + u2 * 0.170625386f);
+  return static_cast<float>(exponent) + u * p;
 }
 
 inline float exp2_clamped(float y) {
   y = std::min(std::max(y, -125.0f), 127.0f);
-  const float rounded = (y + 12582912.0f) - 12582912.0f;  // round to nearest (2^23 + 2^22)
-  const float z = y - rounded;                            // [-1/2, 1/2]
-  const float p =
-      1.00000008f + z * (0.693147207f + z * (0.240221073f + z * (0.0555032720f +
-      z * (0.00967604193f + z * 0.00134004369f))));
-  const int32_t bits_int = (static_cast<int32_t>(rounded) + 127) << 23;
+  const float shifted = y + 12582912.0f;  // 1.5 * 2^23: rounds to nearest, n in the low bits
+  const float z = y - (shifted - 12582912.0f);  // [-1/2, 1/2]
+  const float z2 = z * z;
+  const float p = (1.00000007f + z * 0.693146967f) +
+                  z2 * ((0.240221203f + z * 0.0555071329f) +
+                        z2 * (0.00967551230f + z * 0.00132763771f));
+  uint32_t n_bits;
+  std::memcpy(&n_bits, &shifted, sizeof n_bits);
+  const uint32_t scale_bits = (n_bits + 127u) << 23;  // 2^n: the high bits shift out
   float scale;
-  std::memcpy(&scale, &bits_int, sizeof scale);
+  std::memcpy(&scale, &scale_bits, sizeof scale);
   return p * scale;
 }
 
@@ -75,6 +80,22 @@ inline void weighted_powers(T d2, T b, T half_beta, T& bp, T& w) {
   } else {
     bp = b * std::exp(half_beta * std::log(d2));
     w = bp / d2;
+  }
+}
+
+// b r^beta alone, for the passes without gradients (no division).
+template <Power P, typename T>
+inline T weighted_power(T d2, T b, T half_beta) {
+  if constexpr (P == Power::kOne) {
+    return b * std::sqrt(d2);
+  } else if constexpr (P == Power::kTwo) {
+    return b * d2;
+  } else if constexpr (P == Power::kHalf) {
+    return b * std::sqrt(std::sqrt(d2));
+  } else if constexpr (std::is_same_v<T, float>) {
+    return b * exp2_clamped(half_beta * log2_positive(std::max(d2, 1.17549435e-38f)));
+  } else {
+    return b * std::exp(half_beta * std::log(d2));
   }
 }
 
@@ -155,13 +176,22 @@ void exact_row_block(const T* x, const T* y_t, const T* b, int64_t row_begin, in
         T chunk_sum = T(0);
         T* wr = w[r];
         const T* dr = d2[r];
+        if (want_grad) {
 #pragma omp simd reduction(+ : chunk_sum)
-        for (int64_t j = 0; j < nj; ++j) {
-          const bool pos = dr[j] > T(0);
-          T bp, wj;
-          weighted_powers<P>(pos ? dr[j] : T(1), b_chunk[j], half_beta, bp, wj);
-          chunk_sum += pos ? bp : T(0);
-          wr[j] = pos ? wj : T(0);  // b_j r^(beta-2), 0 where r = 0
+          for (int64_t j = 0; j < nj; ++j) {
+            const bool pos = dr[j] > T(0);
+            T bp, wj;
+            weighted_powers<P>(pos ? dr[j] : T(1), b_chunk[j], half_beta, bp, wj);
+            chunk_sum += pos ? bp : T(0);
+            wr[j] = pos ? wj : T(0);  // b_j r^(beta-2), 0 where r = 0
+          }
+        } else {
+#pragma omp simd reduction(+ : chunk_sum)
+          for (int64_t j = 0; j < nj; ++j) {
+            const bool pos = dr[j] > T(0);
+            const T bp = weighted_power<P>(pos ? dr[j] : T(1), b_chunk[j], half_beta);
+            chunk_sum += pos ? bp : T(0);
+          }
         }
         row_total[i + r - row_begin] += chunk_sum;
       }
@@ -223,11 +253,13 @@ inline void micro_kernel(const T* const a[kRows], const T* __restrict panel, int
   }
 }
 
-// d2_ij = |x_i|^2 + |y_j|^2 - 2 x_i.y_j on centred data, the dot products from a register-blocked
-// micro-kernel; a pair whose d2 is within the expansion's rounding of 0 (d2 <= tol (|x|^2 +
-// |y|^2)) is recomputed from exact differences, and its gradient term w (x_i - y_j) is added
-// exactly too, so duplicates keep the subgradient 0 and close pairs do not cancel. The gradient
-// of the other pairs is x_i sum_j w_ij - (W Y)_i, W Y from a second micro-kernel over the tile.
+// d2_ij = |x_i|^2 + |y_j|^2 - 2 x_i.y_j on data centred on c, the dot products from a
+// register-blocked micro-kernel; a pair whose d2 is within the expansion's rounding of 0 (d2 <=
+// tol (|x|^2 + |y|^2)) is recomputed from exact differences of the raw rows, and its gradient
+// term w (x_i - y_j) is added exactly too, so duplicates keep the subgradient 0 and close pairs
+// do not cancel. The gradient of the other pairs is x_i sum_j w_ij - (W Y)_i, W Y from a second
+// micro-kernel over the tile. One centred copy of Y, transposed (y_t, shared by all tasks); the
+// centred rows of X and of Y's column chunk live in per-task tiles.
 struct GemmInputs {
   int64_t n_cols;      // real columns of Y
   int64_t n_cols_pad;  // multiple of kLanes
@@ -235,11 +267,40 @@ struct GemmInputs {
   int64_t dim_pad;     // multiple of kLanes
 };
 
+// rows [j0, j0 + nj) of y (n_cols real rows of dim features) minus c, row-major into rows
+// (nj, dim_pad); zeros past the real rows and features.
+template <typename T>
+inline void centred_rows(const T* y, const T* c, int64_t j0, int64_t nj, const GemmInputs& s,
+                         T* rows) {
+  for (int64_t j = 0; j < nj; ++j) {
+    T* rj = rows + j * s.dim_pad;
+    if (j0 + j >= s.n_cols) {
+      std::fill(rj, rj + s.dim_pad, T(0));
+      continue;
+    }
+    const T* yj = y + (j0 + j) * s.dim;
+#pragma omp simd
+    for (int64_t k = 0; k < s.dim; ++k) rj[k] = yj[k] - c[k];
+    std::fill(rj + s.dim, rj + s.dim_pad, T(0));
+  }
+}
+
+template <typename T>
+inline T exact_square_distance(const T* a, const T* b, int64_t dim) {
+  T sum = T(0);
+  for (int64_t k = 0; k < dim; ++k) {
+    const T t = a[k] - b[k];
+    sum += t * t;
+  }
+  return sum;
+}
+
 template <Power P, typename T>
-void gemm_row_block(const T* x, const T* x_sq, const T* y_t, const T* y_rows, const T* y_sq,
-                    const T* b, int64_t row_begin, int64_t row_end, const GemmInputs& s,
-                    T half_beta, T tol, bool exclude_diag, bool want_grad, T* rowsum, T* wdiff) {
-  // x: (n_rows, dim_pad) zero-padded; y_t: (dim_pad, n_cols_pad); y_rows: (n_cols_pad, dim_pad).
+void gemm_row_block(const T* x, const T* y, const T* c, const T* y_t, const T* y_sq, const T* b,
+                    int64_t row_begin, int64_t row_end, const GemmInputs& s, T half_beta, T tol,
+                    bool exclude_diag, bool want_grad, T* rowsum, T* wdiff) {
+  // x: (n_rows, dim), y: (n_cols, dim) raw; c: (dim); y_t: (dim, n_cols_pad) centred, zero
+  // past the real columns; y_sq: (n_cols_pad) |y_j - c|^2.
   alignas(64) T d2[kRows][kColChunk];
   alignas(64) T w[kRows][kColChunk];
   alignas(64) T near[kRows][kColChunk];
@@ -249,22 +310,35 @@ void gemm_row_block(const T* x, const T* x_sq, const T* y_t, const T* y_rows, co
   std::vector<double> w_total(want_grad ? n_rows : 0, 0.0);
   std::vector<double> wy_total(want_grad ? n_rows * dim : 0, 0.0);
   std::vector<double> exact_total(want_grad ? n_rows * dim : 0, 0.0);
+  // this block's rows of X, centred and zero-padded, and their squared norms
+  std::vector<T> xs(n_rows * dim_pad, T(0));
+  std::vector<T> xs_sq(n_rows);
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const T* xr = x + (row_begin + r) * dim;
+    T* out = xs.data() + r * dim_pad;
+    for (int64_t k = 0; k < dim; ++k) out[k] = xr[k] - c[k];
+    T sq = T(0);
+    for (int64_t k = 0; k < dim; ++k) sq += out[k] * out[k];
+    xs_sq[r] = sq;
+  }
 
   const bool upper = exclude_diag && !want_grad;  // see upper_triangle_start
   std::vector<T> panel(dim * kColChunk);
+  std::vector<T> chunk_rows(want_grad ? kColChunk * dim_pad : 0);
   for (int64_t j0 = upper_triangle_start(upper, row_begin); j0 < n_cols; j0 += kColChunk) {
     const int64_t nj = std::min(kColChunk, n_cols - j0);
     const T* b_chunk = b + j0;
     const T* ysq_chunk = y_sq + j0;
     copy_panel(y_t, n_cols, j0, nj, dim, panel.data());
+    if (want_grad) centred_rows(y, c, j0, nj, s, chunk_rows.data());
     for (int64_t i = row_begin; i < row_end; i += kRows) {
       const int64_t rows_here = std::min(kRows, row_end - i);
       const T* xr[kRows];
       T xsq[kRows];
       for (int64_t r = 0; r < kRows; ++r) {
-        const int64_t row = std::min(i + r, row_end - 1);
-        xr[r] = x + row * dim_pad;
-        xsq[r] = x_sq[row];
+        const int64_t local = std::min(i + r, row_end - 1) - row_begin;
+        xr[r] = xs.data() + local * dim_pad;
+        xsq[r] = xs_sq[local];
       }
       // dots: acc[r][jj] = x_r . y_(jb + jj), then d2 and the near-zero flags
       for (int64_t jb = 0; jb < nj; jb += kLanes) {
@@ -290,32 +364,33 @@ void gemm_row_block(const T* x, const T* x_sq, const T* y_t, const T* y_rows, co
         T* wr = w[r];
         T* dr = d2[r];
         T* nr = near[r];
+        const T* x_raw = x + row * dim;
         T near_count = T(0);
 #pragma omp simd reduction(+ : near_count)
         for (int64_t j = 0; j < nj; ++j) near_count += nr[j];
         // the rare close pairs: exact distances (their gradient is added exactly below)
         for (int64_t j = 0; near_count > T(0) && j < nj; ++j) {
           if (nr[j] == T(0)) continue;
-          if (j0 + j >= s.n_cols) {  // padding column: weight 0
-            dr[j] = T(0);
-            continue;
-          }
-          const T* yj = y_rows + (j0 + j) * dim_pad;
-          T sum = T(0);
-          for (int64_t k = 0; k < dim; ++k) {
-            const T t = xr[r][k] - yj[k];
-            sum += t * t;
-          }
-          dr[j] = sum;
+          dr[j] = j0 + j < s.n_cols ? exact_square_distance(x_raw, y + (j0 + j) * dim, dim)
+                                    : T(0);  // a padding column: weight 0
         }
         // p_j = b_j r^beta (kept in d2's place once read) and w_j = b_j r^(beta - 2)
+        if (want_grad) {
 #pragma omp simd
-        for (int64_t j = 0; j < nj; ++j) {
-          const bool pos = dr[j] > T(0);
-          T bp, wj;
-          weighted_powers<P>(pos ? dr[j] : T(1), b_chunk[j], half_beta, bp, wj);
-          wr[j] = pos ? wj : T(0);
-          dr[j] = pos ? bp : T(0);
+          for (int64_t j = 0; j < nj; ++j) {
+            const bool pos = dr[j] > T(0);
+            T bp, wj;
+            weighted_powers<P>(pos ? dr[j] : T(1), b_chunk[j], half_beta, bp, wj);
+            wr[j] = pos ? wj : T(0);
+            dr[j] = pos ? bp : T(0);
+          }
+        } else {
+#pragma omp simd
+          for (int64_t j = 0; j < nj; ++j) {
+            const bool pos = dr[j] > T(0);
+            const T bp = weighted_power<P>(pos ? dr[j] : T(1), b_chunk[j], half_beta);
+            dr[j] = pos ? bp : T(0);
+          }
         }
         T chunk_sum = T(0);
 #pragma omp simd reduction(+ : chunk_sum)
@@ -327,8 +402,8 @@ void gemm_row_block(const T* x, const T* x_sq, const T* y_t, const T* y_rows, co
           for (int64_t j = 0; near_count > T(0) && j < nj; ++j) {
             if (nr[j] == T(0)) continue;
             if (wr[j] != T(0)) {
-              const T* yj = y_rows + (j0 + j) * dim_pad;
-              for (int64_t k = 0; k < dim; ++k) exact[k] += double(wr[j]) * (xr[r][k] - yj[k]);
+              const T* yj = y + (j0 + j) * dim;
+              for (int64_t k = 0; k < dim; ++k) exact[k] += double(wr[j]) * (x_raw[k] - yj[k]);
             }
             wr[j] = T(0);
           }
@@ -343,7 +418,7 @@ void gemm_row_block(const T* x, const T* x_sq, const T* y_t, const T* y_rows, co
         const T* wrows[kRows] = {w[0], w[1], w[2], w[3]};
         for (int64_t kb = 0; kb < dim_pad; kb += kLanes) {
           alignas(64) T acc[kRows][kLanes];
-          micro_kernel<T>(wrows, y_rows + j0 * dim_pad + kb, dim_pad, nj, acc);
+          micro_kernel<T>(wrows, chunk_rows.data() + kb, dim_pad, nj, acc);
           for (int64_t r = 0; r < rows_here; ++r) {
             double* total = wy_total.data() + (i + r - row_begin) * dim;
             const int64_t k_end = std::min(kLanes, dim - kb);
@@ -356,7 +431,7 @@ void gemm_row_block(const T* x, const T* x_sq, const T* y_t, const T* y_rows, co
   for (int64_t r = 0; r < n_rows; ++r) {
     rowsum[row_begin + r] = static_cast<T>(upper ? 2.0 * row_total[r] : row_total[r]);
     if (want_grad) {
-      const T* xrow = x + (row_begin + r) * dim_pad;
+      const T* xrow = xs.data() + r * dim_pad;
       for (int64_t k = 0; k < dim; ++k) {
         const double value = double(xrow[k]) * w_total[r] - wy_total[r * dim + k] +
                              exact_total[r * dim + k];
@@ -417,33 +492,47 @@ void exact(const at::Tensor& xc, const at::Tensor& y_t, const at::Tensor& bc, do
   });
 }
 
-// The GEMM path on centred, padded inputs: x (B, N, D_pad), x_sq (B, N), y_t (B, D_pad, M_pad),
-// y_rows (B, M_pad, D_pad), y_sq (B, M_pad), b (B, M_pad); wdiff (B, N, D).
-void gemm(const at::Tensor& x, const at::Tensor& x_sq, const at::Tensor& y_t,
-          const at::Tensor& y_rows, const at::Tensor& y_sq, const at::Tensor& bc, int64_t n_cols,
-          int64_t dim, double beta, double tol, bool exclude_diag, bool want_grad,
-          at::Tensor& rowsum, at::Tensor& wdiff) {
+// The GEMM path: x (B, N, D), y (B, M, D) contiguous, centre (B, D), b (B, M_pad) with zero
+// weights on the padding columns; rowsum (B, N), wdiff (B, N, D).
+void gemm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& centre, const at::Tensor& bc,
+          double beta, double tol, bool exclude_diag, bool want_grad, at::Tensor& rowsum,
+          at::Tensor& wdiff) {
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "energyflow_row_stats_gemm", [&] {
     using T = scalar_t;
-    const int64_t batch = x.size(0), n_rows = x.size(1), dim_pad = x.size(2);
-    const GemmInputs s{n_cols, y_t.size(2), dim, dim_pad};
+    const int64_t batch = x.size(0), n_rows = x.size(1), dim = x.size(2);
+    const int64_t n_cols = y.size(1), cols = bc.size(1);
+    const GemmInputs s{n_cols, cols, dim, dim + (kLanes - dim % kLanes) % kLanes};
     const T* xp = x.data_ptr<T>();
-    const T* xsqp = x_sq.data_ptr<T>();
-    const T* ytp = y_t.data_ptr<T>();
-    const T* yrp = y_rows.data_ptr<T>();
-    const T* ysqp = y_sq.data_ptr<T>();
+    const T* yp = y.data_ptr<T>();
+    const T* cp = centre.data_ptr<T>();
     const T* bp = bc.data_ptr<T>();
     T* rp = rowsum.data_ptr<T>();
     T* wp = want_grad ? wdiff.data_ptr<T>() : nullptr;
+    // Y centred and transposed, (B, D, M_pad), and |y_j - c|^2 (B, M_pad); 0 past the real columns
+    std::vector<T> y_t(batch * dim * cols, T(0));
+    std::vector<T> y_sq(batch * cols, T(0));
+    at::parallel_for(0, batch * n_cols, 1024, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t bi = task / n_cols, j = task % n_cols;
+        const T* yj = yp + task * dim;
+        const T* c = cp + bi * dim;
+        T* column = y_t.data() + bi * dim * cols + j;
+        T sq = T(0);
+        for (int64_t k = 0; k < dim; ++k) {
+          const T value = yj[k] - c[k];
+          column[k * cols] = value;
+          sq += value * value;
+        }
+        y_sq[bi * cols + j] = sq;
+      }
+    });
     const T half_beta = static_cast<T>(0.5 * beta);
-    const int64_t cols = s.n_cols_pad;
     dispatch_power(beta, [&](auto power) {
       for_each_row_block(batch, n_rows, kGemmRowBlock, [&](int64_t bi, int64_t lo, int64_t hi) {
         gemm_row_block<decltype(power)::value, T>(
-            xp + bi * n_rows * dim_pad, xsqp + bi * n_rows, ytp + bi * dim_pad * cols,
-            yrp + bi * cols * dim_pad, ysqp + bi * cols, bp + bi * cols, lo, hi, s, half_beta,
-            static_cast<T>(tol), exclude_diag, want_grad, rp + bi * n_rows,
-            want_grad ? wp + bi * n_rows * dim : nullptr);
+            xp + bi * n_rows * dim, yp + bi * n_cols * dim, cp + bi * dim,
+            y_t.data() + bi * dim * cols, y_sq.data() + bi * cols, bp + bi * cols, lo, hi, s, half_beta, static_cast<T>(tol), exclude_diag, want_grad,
+            rp + bi * n_rows, want_grad ? wp + bi * n_rows * dim : nullptr);
       });
     });
   });

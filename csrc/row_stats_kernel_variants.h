@@ -10,10 +10,9 @@ constexpr int64_t kPadColumns = 16;
 #define EF_DECLARE_KERNELS                                                                    \
   void exact(const at::Tensor& xc, const at::Tensor& y_t, const at::Tensor& bc, double beta, \
              bool exclude_diag, bool want_grad, at::Tensor& rowsum, at::Tensor& wdiff);      \
-  void gemm(const at::Tensor& x, const at::Tensor& x_sq, const at::Tensor& y_t,              \
-            const at::Tensor& y_rows, const at::Tensor& y_sq, const at::Tensor& bc,          \
-            int64_t n_cols, int64_t dim, double beta, double tol, bool exclude_diag,         \
-            bool want_grad, at::Tensor& rowsum, at::Tensor& wdiff);                          \
+  void gemm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& centre,             \
+            const at::Tensor& bc, double beta, double tol, bool exclude_diag, bool want_grad, \
+            at::Tensor& rowsum, at::Tensor& wdiff);                                           \
   void energy_score_direct(const at::Tensor& samples, const at::Tensor& target, double beta, \
                            bool want_grad, at::Tensor& scores, at::Tensor& grad_samples,     \
                            at::Tensor& grad_target);

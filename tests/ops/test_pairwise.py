@@ -240,3 +240,26 @@ def test_self_sums_without_gradients(path, use_path, dtype):
                 got = ef.pairwise_power_sum(x, beta=beta, x_weights=b, backend=backend)
             want = ef.pairwise_power_sum(x, beta=beta, x_weights=b, backend="reference")
             assert_close_scaled(got, want, RTOL[dtype], f"{path} N={n} D={d} beta={beta}")
+
+
+@pytest.mark.skipif("cpp" not in FUSED_BACKENDS, reason="C++ extension not built")
+@pytest.mark.parametrize("beta", [0.3, 0.7, 1.5])
+def test_cpp_fp32_general_power_over_the_float_range(beta):
+    """The fp32 log2 / exp2 of the general power: each term b r^beta and its gradient weight
+    b r^(beta - 2) within 4e-7 + 1.2e-7 |y| relative of fp64, y = (beta / 2) log2 r^2 (the fp32
+    rounding of y sets the floor: 9e-7 at r ~ 2^15, 8e-6 at r ~ 2^60), for r from 2^-60 to 2^61."""
+    from energyflow.ops import pairwise
+
+    exponents = torch.arange(-60.0, 61.0, 0.37, dtype=torch.float64)
+    r = (torch.exp2(exponents) * (1 + torch.rand(exponents.shape, dtype=torch.float64))).float()
+    x = torch.zeros(len(r), 1, 1)
+    rowsum, wdiff = pairwise.row_stats(
+        x, r.reshape(-1, 1, 1), torch.ones(len(r), 1), beta, False, True, "cpp"
+    )
+    r = r.double()
+    exact = r**beta
+    bound = 4e-7 + 1.2e-7 * (beta * torch.log2(r)).abs()
+    assert torch.isfinite(rowsum).all() and torch.isfinite(wdiff).all()
+    assert ((rowsum.double().flatten() / exact - 1).abs() <= bound).all()
+    # wdiff = b r^(beta - 2) (0 - r) = -r^(beta - 1)
+    assert ((-wdiff.double().flatten() / (exact / r) - 1).abs() <= bound).all()
