@@ -65,8 +65,8 @@ std::vector<at::Tensor> row_stats_exact(const at::Tensor& x, const at::Tensor& y
 }
 
 // Dot products on both sets centred on the mean of Y (every sum is translation-invariant, and the
-// expansion then does not cancel for data far from the origin). The kernel centres and pads
-// each row block and column chunk as it goes: no copies of X or Y.
+// expansion then does not cancel for data far from the origin). The kernel keeps one centred,
+// transposed copy of Y and centres and pads each block of rows and column chunk as it goes.
 std::vector<at::Tensor> row_stats_gemm(const at::Tensor& x, const at::Tensor& y,
                                        const at::Tensor& b, double beta, bool exclude_diag,
                                        bool want_grad) {
