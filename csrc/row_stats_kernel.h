@@ -61,29 +61,8 @@ inline float exp2_clamped(float y) {
   return p * scale;
 }
 
-// For d2 > 0 and a weight b: bp = b r^beta and w = b r^(beta - 2) = bp / d2, r = sqrt(d2). The
-// common exponents avoid exp/log entirely.
-template <Power P, typename T>
-inline void weighted_powers(T d2, T b, T half_beta, T& bp, T& w) {
-  if constexpr (P == Power::kOne) {
-    bp = b * std::sqrt(d2);
-    w = bp / d2;
-  } else if constexpr (P == Power::kTwo) {
-    bp = b * d2;
-    w = b;
-  } else if constexpr (P == Power::kHalf) {
-    bp = b * std::sqrt(std::sqrt(d2));
-    w = bp / d2;
-  } else if constexpr (std::is_same_v<T, float>) {
-    bp = b * exp2_clamped(half_beta * log2_positive(std::max(d2, 1.17549435e-38f)));
-    w = bp / d2;
-  } else {
-    bp = b * std::exp(half_beta * std::log(d2));
-    w = bp / d2;
-  }
-}
-
-// b r^beta alone, for the passes without gradients (no division).
+// For d2 > 0 and a weight b: b r^beta, r = sqrt(d2). The common exponents avoid exp/log
+// entirely; this alone serves the passes without gradients (no division).
 template <Power P, typename T>
 inline T weighted_power(T d2, T b, T half_beta) {
   if constexpr (P == Power::kOne) {
@@ -96,6 +75,17 @@ inline T weighted_power(T d2, T b, T half_beta) {
     return b * exp2_clamped(half_beta * log2_positive(std::max(d2, 1.17549435e-38f)));
   } else {
     return b * std::exp(half_beta * std::log(d2));
+  }
+}
+
+// bp = b r^beta and the gradient weight w = b r^(beta - 2) = bp / d2 (b itself for beta = 2).
+template <Power P, typename T>
+inline void weighted_powers(T d2, T b, T half_beta, T& bp, T& w) {
+  bp = weighted_power<P>(d2, b, half_beta);
+  if constexpr (P == Power::kTwo) {
+    w = b;
+  } else {
+    w = bp / d2;
   }
 }
 
@@ -531,8 +521,9 @@ void gemm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& centre, co
       for_each_row_block(batch, n_rows, kGemmRowBlock, [&](int64_t bi, int64_t lo, int64_t hi) {
         gemm_row_block<decltype(power)::value, T>(
             xp + bi * n_rows * dim, yp + bi * n_cols * dim, cp + bi * dim,
-            y_t.data() + bi * dim * cols, y_sq.data() + bi * cols, bp + bi * cols, lo, hi, s, half_beta, static_cast<T>(tol), exclude_diag, want_grad,
-            rp + bi * n_rows, want_grad ? wp + bi * n_rows * dim : nullptr);
+            y_t.data() + bi * dim * cols, y_sq.data() + bi * cols, bp + bi * cols, lo, hi, s,
+            half_beta, static_cast<T>(tol), exclude_diag, want_grad, rp + bi * n_rows,
+            want_grad ? wp + bi * n_rows * dim : nullptr);
       });
     });
   });
