@@ -8,8 +8,10 @@ on Triton (CUDA), C++ (CPU) or a pure-PyTorch reference. ``backends()`` says whi
 from energyflow.functional import (
     energy_distance,
     energy_score,
+    kernel_score,
     pairwise_power_sum,
     sliced_energy_distance,
+    variogram_score,
 )
 from energyflow.ops.dispatch import backends
 
@@ -18,6 +20,8 @@ __all__ = [
     "backends",
     "energy_distance",
     "energy_score",
+    "kernel_score",
     "pairwise_power_sum",
     "sliced_energy_distance",
+    "variogram_score",
 ]

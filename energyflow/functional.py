@@ -1,9 +1,11 @@
-"""Energy scores and energy distances between point sets (docs/math.md, sections 2-5).
+"""Energy scores and energy distances between point sets (docs/math.md, sections 2-5), and the
+kernel and variogram scores that can be added to the energy score (section 2.1).
 
 All ops take unbatched ``(N, D)`` or batched ``(B, N, D)`` point sets and return a scalar ``()``
 or ``(B,)``. ``backend`` picks the kernel: ``"auto"`` (CUDA -> Triton, CPU -> C++ if built, else
 the reference), ``"triton"``, ``"cpp"`` or ``"reference"`` (pure PyTorch, builds the N x M
-matrix). Gradients flow to every floating input: points and weights.
+matrix); the kernel and variogram scores are pure PyTorch (m samples per target, m small).
+Gradients flow to every floating input: points and weights.
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ from energyflow.ops import dispatch
 from energyflow.ops import energy_score as direct_scores
 from energyflow.ops.pairwise import cross_power_sum, self_power_sum
 
-__all__ = ["pairwise_power_sum", "energy_score", "energy_distance", "sliced_energy_distance"]
+__all__ = [
+    "energy_distance",
+    "energy_score",
+    "kernel_score",
+    "pairwise_power_sum",
+    "sliced_energy_distance",
+    "variogram_score",
+]
 
 
 def _batched(t: Optional[Tensor], dims: int) -> Optional[Tensor]:
@@ -71,6 +80,49 @@ def _check_two_sets(
         check_weights("y_weights", y_weights, y, "y"),
         _range_factor(x.dtype, *largest),
     )
+
+
+def _check_scored(
+    score: str, samples: Tensor, target: Tensor, weights: Optional[Tensor], reduction: str
+) -> tuple[Tensor, Tensor, Optional[Tensor], float]:
+    """Validate the arguments of a scoring rule of ``m`` samples per target; returns samples
+    (B, m, D), target (B, 1, D), the weights (B,) in the accumulation dtype, and the range factor
+    of the points (``_range_factor``)."""
+    samples_largest = check_points("samples", samples)
+    if not isinstance(target, Tensor):
+        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
+    if target.dim() != samples.dim() - 1:
+        raise ValueError(
+            f"target must have shape {tuple(samples.shape[:-2]) + (samples.shape[-1],)} for "
+            f"samples of shape {tuple(samples.shape)} (samples (B, m, D) with target (B, D), "
+            f"or (m, D) with (D,)), got {tuple(target.shape)}"
+        )
+    if samples.shape[-2] < 2:
+        raise ValueError(
+            f"the {score} needs m >= 2 samples per target, got m={samples.shape[-2]} "
+            f"(samples shape {tuple(samples.shape)})"
+        )
+    check_choice("reduction", reduction, ("mean", "sum", "none"))
+    samples3 = _batched(samples, 3)
+    target3 = target.reshape(-1, 1, target.shape[-1]) if target.dim() >= 1 else target
+    target_largest = check_points("target", target3)
+    check_same_kind("target", target3, "samples", samples3)
+    if weights is not None:
+        weights = check_weights("weights", weights, target, "target")
+        weights = weights.reshape(-1).to(dispatch.accumulation_dtype(samples.dtype))
+    return samples3, target3, weights, _range_factor(samples.dtype, samples_largest, target_largest)
+
+
+def _reduced(scores: Tensor, weights: Optional[Tensor], reduction: str, unbatched: bool) -> Tensor:
+    """Per-target scores (B,) weighted and reduced as the scoring rules' ``reduction`` says."""
+    if weights is not None:
+        scores = scores * weights
+    if reduction == "none":
+        return scores[0] if unbatched else scores
+    total = scores.sum()
+    if reduction == "sum":
+        return total
+    return total / (weights.sum() if weights is not None else scores.shape[0])
 
 
 def pairwise_power_sum(
@@ -165,33 +217,10 @@ def energy_score(
         >>> energy_score(samples, torch.tensor([[1.0]]))  # (1 + 1) / 2 - (2 + 2) / 4
         tensor(0.)
     """
-    samples_largest = check_points("samples", samples)
-    if not isinstance(target, Tensor):
-        raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
-    if target.dim() != samples.dim() - 1:
-        raise ValueError(
-            f"target must have shape {tuple(samples.shape[:-2]) + (samples.shape[-1],)} for "
-            "samples "
-            f"of shape {tuple(samples.shape)} (samples (B, m, D) with target (B, D), or (m, D) "
-            "with (D,)), "
-            f"got {tuple(target.shape)}"
-        )
-    if samples.shape[-2] < 2:
-        raise ValueError(
-            f"the energy score needs m >= 2 samples per target, got m={samples.shape[-2]} "
-            f"(samples shape {tuple(samples.shape)})"
-        )
     beta = check_beta(beta)
-    reduction = check_choice("reduction", reduction, ("mean", "sum", "none"))
-    unbatched = samples.dim() == 2
-    samples3 = _batched(samples, 3)
-    target3 = target.reshape(-1, 1, target.shape[-1]) if target.dim() >= 1 else target
-    target_largest = check_points("target", target3)
-    scale = _range_factor(samples.dtype, samples_largest, target_largest)
-    check_same_kind("target", target3, "samples", samples3)
-    if weights is not None:
-        weights = check_weights("weights", weights, target, "target")
-        weights = weights.reshape(-1).to(dispatch.accumulation_dtype(samples.dtype))
+    samples3, target3, weights, scale = _check_scored(
+        "energy score", samples, target, weights, reduction
+    )
     backend = dispatch.resolve_pairwise(backend, samples.device)
 
     m = samples3.shape[1]
@@ -207,14 +236,135 @@ def energy_score(
         scores = to_target / m - spread / (2 * m * (m - 1))
     if scale != 1.0:
         scores = scores * scale**-beta
-    if weights is not None:
-        scores = scores * weights
-    if reduction == "none":
-        return scores[0] if unbatched else scores
-    total = scores.sum()
-    if reduction == "sum":
-        return total
-    return total / (weights.sum() if weights is not None else scores.shape[0])
+    return _reduced(scores, weights, reduction, unbatched=samples.dim() == 2)
+
+
+def _positive_number(name: str, value: object, high: float = math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    if not (0.0 < value <= high and math.isfinite(value)):
+        limit = "a positive finite number" if high == math.inf else f"in (0, {high:g}]"
+        raise ValueError(f"{name} must be {limit}, got {value}")
+    return float(value)
+
+
+def _mean_over_distinct_pairs(values: Tensor) -> Tensor:
+    """(B, m, m, ...) -> (B, ...): the mean over the m (m - 1) ordered pairs j != k."""
+    m = values.shape[1]
+    off_diagonal = ~torch.eye(m, dtype=torch.bool, device=values.device)
+    shape = (1, m, m) + (1,) * (values.dim() - 3)
+    return (values * off_diagonal.reshape(shape)).sum((1, 2)) / (m * (m - 1))
+
+
+def kernel_score(
+    samples: Tensor,
+    target: Tensor,
+    *,
+    bandwidth: float = 1.0,
+    weights: Optional[Tensor] = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """Gaussian kernel score of ``m`` model samples per target (unbiased; docs/math.md, 2.1).
+
+        KS_b = 1/(2 m (m-1)) sum_{j != k} k(y_bj, y_bk) - (1/m) sum_j k(y_bj, x_b) + 1/2,
+        k(u, v) = exp(-||u - v||^2 / (2 h^2))
+
+    Its expectation is half the squared MMD between the model and the target's distribution (the
+    constant 1/2 makes a point mass at x_b score 0), so it is strictly proper. With a bandwidth
+    ``h`` below the scale of the data it weighs local structure that the energy score (a
+    long-range kernel) sees weakly: a term to add to the energy score, not a replacement (its
+    gradient vanishes for samples farther than a few h from everything).
+
+    Args:
+        samples: ``(B, m, D)`` model samples per target (or ``(m, D)`` for one target), m >= 2.
+        target: ``(B, D)`` observations (or ``(D,)``).
+        bandwidth: h > 0, in the units of the points.
+        weights, reduction: as in ``energy_score``.
+
+    Returns:
+        ``()`` for ``"mean"``/``"sum"``; ``(B,)`` for ``"none"``. Pure PyTorch: memory
+        O(B m^2 D).
+
+    Example:
+        >>> samples = torch.tensor([[[0.0], [0.0]]])  # a point mass on the target: score 0
+        >>> kernel_score(samples, torch.tensor([[0.0]]))
+        tensor(0.)
+    """
+    h = _positive_number("bandwidth", bandwidth)
+    samples3, target3, weights, _ = _check_scored(
+        "kernel score", samples, target, weights, reduction
+    )
+    samples3, target3 = _accumulated(samples3), _accumulated(target3)
+    gamma = -0.5 / (h * h)
+    within = (samples3[:, :, None] - samples3[:, None]).square().sum(-1)  # (B, m, m)
+    to_target = (samples3 - target3).square().sum(-1)  # (B, m)
+    scores = (
+        0.5 * _mean_over_distinct_pairs(torch.exp(gamma * within))
+        - torch.exp(gamma * to_target).mean(1)
+        + 0.5
+    )
+    return _reduced(scores, weights, reduction, unbatched=samples.dim() == 2)
+
+
+def variogram_score(
+    samples: Tensor,
+    target: Tensor,
+    *,
+    p: float = 0.5,
+    weights: Optional[Tensor] = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """Variogram score of order ``p`` of ``m`` model samples per target (Scheuerer and Hamill,
+    2015; unbiased estimator; docs/math.md, 2.1).
+
+        VS_b = sum_{d < e} (|x_bd - x_be|^p - E |Y_d - Y_e|^p)^2
+
+    over the feature pairs (d, e), with the square of the expectation estimated without bias from
+    the m samples' values v_j = |y_bjd - y_bje|^p: a^2 - 2 a mean_j v_j + sum_{j != k} v_j v_k /
+    (m (m - 1)). Proper but not strictly (it sees only the distribution of pairwise differences,
+    so not the location): it targets the dependence between features, where the energy score is
+    weak, and belongs beside the energy score, not in its place.
+
+    Args:
+        samples: ``(B, m, D)`` (or ``(m, D)``), m >= 2 and D >= 2.
+        target: ``(B, D)`` (or ``(D,)``).
+        p: order in (0, 2]; 0.5 is the usual choice.
+        weights, reduction: as in ``energy_score``.
+
+    Returns:
+        ``()`` for ``"mean"``/``"sum"``; ``(B,)`` for ``"none"``. Pure PyTorch: memory
+        O(B m D^2).
+
+    Example:
+        >>> samples = torch.tensor([[0.0, 1.0], [2.0, 3.0]])  # differences 1, as the target's
+        >>> variogram_score(samples, torch.tensor([5.0, 6.0]))
+        tensor(0.)
+    """
+    p = _positive_number("p", p, high=2.0)
+    samples3, target3, weights, _ = _check_scored(
+        "variogram score", samples, target, weights, reduction
+    )
+    features = samples3.shape[-1]
+    if features < 2:
+        raise ValueError(
+            f"the variogram score compares pairs of features and needs D >= 2, got D={features}"
+        )
+    first, second = torch.triu_indices(features, features, offset=1, device=samples3.device)
+    samples3, target3 = _accumulated(samples3), _accumulated(target3)
+    tiny = torch.finfo(samples3.dtype).tiny  # |0|^p has an infinite slope for p < 1
+
+    def variogram(points: Tensor) -> Tensor:
+        return (points[..., first] - points[..., second]).abs().clamp_min(tiny) ** p
+
+    observed, modelled = variogram(target3)[:, 0], variogram(samples3)  # (B, P), (B, m, P)
+    cross_moment = _mean_over_distinct_pairs(modelled[:, :, None] * modelled[:, None])
+    scores = (observed.square() - 2 * observed * modelled.mean(1) + cross_moment).sum(-1)
+    return _reduced(scores, weights, reduction, unbatched=samples.dim() == 2)
+
+
+def _accumulated(points: Tensor) -> Tensor:
+    """Half-precision points in fp32 (the accumulation dtype); others as they are."""
+    return points.to(dispatch.accumulation_dtype(points.dtype))
 
 
 def _normalised(weights: Optional[Tensor], points: Tensor) -> Tensor:

@@ -234,6 +234,10 @@ _CONFIG_FIELDS = (
     "beta",
     "samples_per_target",
     "hybrid_weight",
+    "kernel_weight",
+    "kernel_bandwidth",
+    "variogram_weight",
+    "variogram_power",
     "steps",
     "batch_size",
     "lr",
@@ -539,6 +543,10 @@ def parser() -> argparse.ArgumentParser:
     add("--samples-per-target", type=AT_LEAST_2, default=2)
     add("--beta", type=BETA, default=None, help="exponent of the energy, in (0, 2) (recipe: 0.5)")
     add("--hybrid-weight", type=NON_NEGATIVE_FLOAT, default=1.0, help="NLL weight (hybrid)")
+    add("--kernel-weight", type=NON_NEGATIVE_FLOAT, default=0.0, help="kernel score term (score)")
+    add("--kernel-bandwidth", type=POSITIVE_FLOAT, default=0.5, help="its h, standardised units")
+    add("--variogram-weight", type=NON_NEGATIVE_FLOAT, default=0.0, help="variogram term (score)")
+    add("--variogram-power", type=POSITIVE_FLOAT, default=0.5, help="its order p, in (0, 2]")
     add("--steps", type=POSITIVE, default=2000)
     add("--batch-size", type=AT_LEAST_2, default=None, help="recipe: 1024 (D <= 8), else 512")
     add("--lr", type=POSITIVE_FLOAT, default=None, help="recipe: 3e-3 (energy), 1e-3 (mle)")

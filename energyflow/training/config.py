@@ -34,6 +34,10 @@ class TrainConfig:
     objective: "energy" (samples only), "mle" (flows), or "hybrid" (energy + ``hybrid_weight`` x
         negative log-likelihood per feature, flows). estimator: of the energy; ``None`` picks
         ``default_estimator``. beta: exponent of the energy, in (0, 2).
+    kernel_weight, kernel_bandwidth; variogram_weight, variogram_power: terms added to the energy
+        score of the "score" estimator (``functional.kernel_score`` with bandwidth h in
+        standardised units, ``functional.variogram_score`` of order p; docs/math.md, 2.1);
+        weight 0: off.
     steps, batch_size (the global batch: split over processes), lr, warmup_steps: the run and
         its schedule (``energyflow.training.schedule``); time_budget: seconds (``None``: no
         limit); the schedule ends at the budget.
@@ -49,6 +53,10 @@ class TrainConfig:
     beta: Optional[float] = None
     samples_per_target: int = 2
     hybrid_weight: float = 1.0
+    kernel_weight: float = 0.0
+    kernel_bandwidth: float = 0.5
+    variogram_weight: float = 0.0
+    variogram_power: float = 0.5
     steps: int = 1000
     batch_size: Optional[int] = None
     lr: Optional[float] = None
@@ -101,6 +109,10 @@ def _check_numbers(config: TrainConfig) -> None:
         ("val_every", config.val_every >= 1, ">= 1"),
         ("patience", config.patience >= 0, ">= 0 (0: no early stop)"),
         ("hybrid_weight", config.hybrid_weight >= 0, ">= 0"),
+        ("kernel_weight", config.kernel_weight >= 0, ">= 0 (0: off)"),
+        ("kernel_bandwidth", 0 < config.kernel_bandwidth < math.inf, "a positive number"),
+        ("variogram_weight", config.variogram_weight >= 0, ">= 0 (0: off)"),
+        ("variogram_power", 0 < config.variogram_power <= 2, "in (0, 2]"),
     ]
     if config.time_budget is not None:
         rules.append(("time_budget", config.time_budget > 0, "a positive number of seconds"))
@@ -144,6 +156,17 @@ def check_setup(
         )
     if config.samples_per_target < 2 and estimator == "score":
         raise ValueError("estimator='score' needs samples_per_target >= 2")
+    for term in ("kernel", "variogram"):
+        if getattr(config, f"{term}_weight") and (
+            estimator != "score" or config.objective == "mle"
+        ):
+            raise ValueError(
+                f"{term}_weight adds a {term} score term to the energy score of "
+                f"estimator='score' (m samples per target); got objective={config.objective!r}, "
+                f"estimator={estimator!r}: use estimator='score' or set {term}_weight=0"
+            )
+    if config.variogram_weight and data.shape[1] < 2:
+        raise ValueError("variogram_weight needs at least 2 features (it scores feature pairs)")
     if estimator == "sliced" and config.beta != 1.0:
         raise ValueError("estimator='sliced' computes beta = 1 only; drop beta or use 'distance'")
     held_out = math.ceil(config.val_fraction * len(data))

@@ -4,7 +4,9 @@ Estimators of the energy objective (docs/math.md, sections 2, 3, 5), in standard
   "distance"  energy distance between the data batch and as many model samples (no X-X term);
               across processes, the global loss of ``energyflow.distributed``.
   "score"     energy score of ``samples_per_target`` (m >= 2) samples per data row (conditional
-              models: each row's samples share its context).
+              models: each row's samples share its context), plus ``kernel_weight`` x the
+              Gaussian kernel score and ``variogram_weight`` x the variogram score of the same
+              samples when those weights are set (section 2.1).
   "sliced"    sliced energy distance (beta = 1) with 64 directions.
 Objectives: "energy"; "mle" (mean negative log-likelihood); "hybrid" (energy + ``hybrid_weight``
 x mean negative log-likelihood per feature, in standardised units).
@@ -63,13 +65,25 @@ class Objective(nn.Module):
             else:  # (m, B, D) -> (B, m, D)
                 shape = noise.shape[:1]
                 samples = model.rsample_standardised(shape, context, noise=noise).transpose(0, 1)
-            return functional.energy_score(samples.to(target.dtype), target, beta=config.beta)
+            return self._scores(samples.to(target.dtype), target)
         samples = model.rsample_standardised(noise.shape[:1], noise=noise).to(target.dtype)
         if config.estimator == "sliced":
             return distributed.global_sliced_energy_distance(
                 target, samples, num_projections=SLICED_PROJECTIONS, generator=generator
             )
         return distributed.global_energy_distance(target, samples, beta=config.beta)
+
+    def _scores(self, samples: Tensor, target: Tensor) -> Tensor:
+        """The energy score of ``samples`` (B, m, D) and the terms beside it (config)."""
+        config = self.config
+        loss = functional.energy_score(samples, target, beta=config.beta)
+        if config.kernel_weight:
+            kernel = functional.kernel_score(samples, target, bandwidth=config.kernel_bandwidth)
+            loss = loss + config.kernel_weight * kernel
+        if config.variogram_weight:
+            variogram = functional.variogram_score(samples, target, p=config.variogram_power)
+            loss = loss + config.variogram_weight * variogram
+        return loss
 
     def forward(
         self,

@@ -136,10 +136,26 @@ def test_cli_training_options_reach_fit_and_are_saved(tmp_path, capsys):
     )
 
 
+def test_cli_score_terms_reach_fit_and_are_saved(tmp_path):
+    out = tmp_path / "run"
+    args = "train --data moons --n-train 300 --hidden 16 --steps 3 --batch-size 32".split()
+    args += "--estimator score --samples-per-target 3 --kernel-weight 0.5".split()
+    args += "--kernel-bandwidth 0.2 --variogram-weight 2 --variogram-power 1".split()
+    assert main([*args, "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    saved = torch.load(out / "checkpoint.pt", weights_only=False)["config"]
+    for settings in (config, saved):
+        assert settings["kernel_weight"] == 0.5 and settings["kernel_bandwidth"] == 0.2
+        assert settings["variogram_weight"] == 2.0 and settings["variogram_power"] == 1.0
+
+
 @pytest.mark.parametrize(
     "flags, words",
     [
         ("--beta 2", "must be in (0, 2)"),
+        ("--kernel-weight 1", "kernel_weight adds a kernel score term"),
+        ("--estimator score --variogram-weight 1 --variogram-power 3", "variogram_power must be"),
+        ("--kernel-bandwidth 0", "must be > 0"),
         ("--ema 1", "must be in [0, 1)"),
         ("--precision fp8", "invalid choice"),
         ("--time-budget 0", "must be > 0"),

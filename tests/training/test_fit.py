@@ -224,6 +224,53 @@ def test_hybrid_objective_is_energy_plus_weighted_nll():
         fit(generator, x.float(), objective="hybrid", steps=1, progress=False)
 
 
+def test_kernel_and_variogram_terms_are_added_to_the_energy_score():
+    from energyflow import functional
+    from energyflow.training.config import TrainConfig
+    from energyflow.training.objective import Objective
+
+    torch.manual_seed(1)
+    model = SemiAutoregressiveGenerator(3, 1, context_features=2, **SMALL).double()
+    x, context = torch.randn(30, 3, dtype=torch.float64) * 2, torch.randn(30, 2)
+    model.fit_standardisation(x, context.double())
+    context = context.double()
+    settings = dict(estimator="score", samples_per_target=3, beta=0.5)
+    objective = Objective(model, TrainConfig(**settings))
+    noise = torch.randn(objective.noise_shape(30, conditional=True), dtype=torch.float64)
+    samples = model.rsample_standardised((3,), context, noise=noise).transpose(0, 1)
+    target = model.standardise(x)
+    with_terms = Objective(
+        model,
+        TrainConfig(
+            **settings,
+            kernel_weight=0.3,
+            kernel_bandwidth=0.2,
+            variogram_weight=2.0,
+            variogram_power=1.0,
+        ),
+    )(x, context, noise)
+    want = (
+        functional.energy_score(samples, target, beta=0.5)
+        + 0.3 * functional.kernel_score(samples, target, bandwidth=0.2)
+        + 2.0 * functional.variogram_score(samples, target, p=1.0)
+    )
+    assert with_terms.item() == pytest.approx(want.item(), rel=1e-12)
+    assert objective(x, context, noise).item() == pytest.approx(
+        functional.energy_score(samples, target, beta=0.5).item(), rel=1e-12
+    )
+    state = fit(
+        model.float(),
+        x.float(),
+        context=context.float(),
+        steps=5,
+        batch_size=16,
+        kernel_weight=1.0,
+        variogram_weight=1.0,
+        progress=False,
+    )
+    assert state.step == 5 and all(np.isfinite(h["loss"]) for h in state.history)
+
+
 @pytest.mark.parametrize(
     "setting, message",
     [
@@ -235,6 +282,11 @@ def test_hybrid_objective_is_energy_plus_weighted_nll():
         (dict(beta=2.0), "beta must be in"),
         (dict(time_budget=0.0), "time_budget must be"),
         (dict(estimator="sliced", beta=1.5), "beta = 1 only"),
+        (dict(kernel_weight=1.0), "kernel_weight adds a kernel score term .* estimator='score'"),
+        (dict(estimator="score", kernel_weight=-1.0), "kernel_weight must be >= 0"),
+        (dict(estimator="score", kernel_weight=1.0, kernel_bandwidth=0.0), "kernel_bandwidth"),
+        (dict(estimator="score", variogram_weight=1.0, variogram_power=3.0), "variogram_power"),
+        (dict(variogram_weight=1.0, estimator="sliced"), "variogram_weight adds"),
     ],
 )
 def test_bad_settings_name_themselves(setting, message):
