@@ -22,16 +22,17 @@ enum class Power { kOne, kTwo, kHalf, kGeneral };
 
 // ---- powers ---------------------------------------------------------------------------------
 // Branch-free, division-free log2 / exp2 for float that GCC vectorises under `omp simd` (no
-// -ffast-math, so no FTZ or errno side effects) with no selects, so that both stay a straight
-// line of vector instructions: log2 from the bits offset by those of sqrt(1/2) (exponent by an
+// -ffast-math, so no FTZ or errno side effects) with no float selects, so that both stay a
+// straight line of vector instructions (a float std::min/max or ?: becomes a compare and a blend,
+// often applied to the result instead of the input; the clamps below are integer min/max on the
+// bits, one instruction each): log2 from the bits offset by those of sqrt(1/2) (exponent by an
 // arithmetic shift, mantissa 1 + u in [sqrt(1/2), sqrt(2))) and u P6(u) (a near-minimax fit,
 // absolute error 3.0e-7); exp2 from a degree-5 polynomial on [-1/2, 1/2] (relative error 7.5e-8)
 // and the exponent bits of the rounding constant. Both polynomials by Estrin's scheme (short
 // dependency chains). d2^(beta/2) = exp2(y), y = (beta/2) log2(d2), is then within about
 // 4e-7 + 1.2e-7 |y| relative, the second part the fp32 rounding of y (9e-7 for d2 near 2^30;
-// tested over d2 in [2^-120, 2^122]); the fp64 path uses std::exp / std::log. Inputs: log2 a
-// positive normal float; exp2 clamped to the normal range.
-inline float log2_positive(float x) {
+// tested over d2 in [2^-120, 2^122]); the fp64 path uses std::exp / std::log.
+inline float log2_positive(float x) {  // x a positive normal float
   int32_t bits;
   std::memcpy(&bits, &x, sizeof bits);
   const int32_t offset = bits - 0x3f3504f3;  // the bits of sqrt(1/2)
@@ -45,47 +46,74 @@ inline float log2_positive(float x) {
   return static_cast<float>(exponent) + u * p;
 }
 
-inline float exp2_clamped(float y) {
-  y = std::min(std::max(y, -125.0f), 127.0f);
+// 2^y for y >= -126 (here y = (beta/2) log2(d2) with d2 >= FLT_MIN and beta < 2); above 127 the
+// exponent is held at 127, where r^beta is at the edge of the float range anyway.
+inline float exp2_from_min_normal(float y) {
   const float shifted = y + 12582912.0f;  // 1.5 * 2^23: rounds to nearest, n in the low bits
   const float z = y - (shifted - 12582912.0f);  // [-1/2, 1/2]
   const float z2 = z * z;
   const float p = (1.00000007f + z * 0.693146967f) +
                   z2 * ((0.240221203f + z * 0.0555071329f) +
                         z2 * (0.00967551230f + z * 0.00132763771f));
-  uint32_t n_bits;
-  std::memcpy(&n_bits, &shifted, sizeof n_bits);
-  const uint32_t scale_bits = (n_bits + 127u) << 23;  // 2^n: the high bits shift out
+  int32_t shifted_bits;
+  std::memcpy(&shifted_bits, &shifted, sizeof shifted_bits);
+  const int32_t n = std::min(shifted_bits - 0x4b400000, int32_t(127));
+  const int32_t scale_bits = (n + 127) << 23;  // 2^n
   float scale;
   std::memcpy(&scale, &scale_bits, sizeof scale);
   return p * scale;
 }
 
-// For d2 > 0 and a weight b: b r^beta, r = sqrt(d2). The common exponents avoid exp/log
-// entirely; this alone serves the passes without gradients (no division).
+// max(d2, the smallest normal number), for any d2 that is not NaN: for floats one integer max on
+// the bits (negative numbers, zeros and subnormals all come out as FLT_MIN).
+inline float at_least_min_normal(float d2) {
+  int32_t bits;
+  std::memcpy(&bits, &d2, sizeof bits);
+  bits = std::max(bits, int32_t(0x00800000));
+  float out;
+  std::memcpy(&out, &bits, sizeof out);
+  return out;
+}
+inline double at_least_min_normal(double d2) { return std::max(d2, 2.2250738585072014e-308); }
+
+// r^beta, r = sqrt(d), for d a positive normal number: the common exponents avoid exp and log.
 template <Power P, typename T>
-inline T weighted_power(T d2, T b, T half_beta) {
+inline T power_of_square(T d, T half_beta) {
   if constexpr (P == Power::kOne) {
-    return b * std::sqrt(d2);
+    return std::sqrt(d);
   } else if constexpr (P == Power::kTwo) {
-    return b * d2;
+    return d;
   } else if constexpr (P == Power::kHalf) {
-    return b * std::sqrt(std::sqrt(d2));
+    return std::sqrt(std::sqrt(d));
   } else if constexpr (std::is_same_v<T, float>) {
-    return b * exp2_clamped(half_beta * log2_positive(std::max(d2, 1.17549435e-38f)));
+    return exp2_from_min_normal(half_beta * log2_positive(d));
   } else {
-    return b * std::exp(half_beta * std::log(d2));
+    return std::exp(half_beta * std::log(d));
   }
 }
 
-// bp = b r^beta and the gradient weight w = b r^(beta - 2) = bp / d2 (b itself for beta = 2).
+// For a squared distance d2 (<= 0 where the pair is to be skipped: a duplicate or a dropped
+// pair) and a weight b: b r^beta, and 0 where d2 <= 0. The passes without gradients need only
+// this (no division).
+template <Power P, typename T>
+inline T weighted_power(T d2, T b, T half_beta) {
+  const T b_here = d2 > T(0) ? b : T(0);
+  if constexpr (P == Power::kTwo) return b_here * d2;
+  return b_here * power_of_square<P>(at_least_min_normal(d2), half_beta);
+}
+
+// bp = b r^beta and the gradient weight w = b r^(beta - 2) = bp / d2 (b itself for beta = 2),
+// both 0 where d2 <= 0 (the subgradient 0 of a duplicate).
 template <Power P, typename T>
 inline void weighted_powers(T d2, T b, T half_beta, T& bp, T& w) {
-  bp = weighted_power<P>(d2, b, half_beta);
+  const T b_here = d2 > T(0) ? b : T(0);
   if constexpr (P == Power::kTwo) {
-    w = b;
+    bp = b_here * d2;
+    w = b_here;
   } else {
-    w = bp / d2;
+    const T d = at_least_min_normal(d2);
+    bp = b_here * power_of_square<P>(d, half_beta);
+    w = bp / d;
   }
 }
 
@@ -165,24 +193,20 @@ void exact_row_block(const T* x, const T* y_t, const T* b, int64_t row_begin, in
         if (exclude_diag) drop_below_diagonal(d2[r], diag, nj, upper);
         T chunk_sum = T(0);
         T* wr = w[r];
-        const T* dr = d2[r];
+        T* dr = d2[r];
+        // b_j r^beta in d2's place and w_j = b_j r^(beta-2), both 0 where r = 0; summed after
+        // (a reduction inside the power loop can leave its accumulator in memory)
         if (want_grad) {
-#pragma omp simd reduction(+ : chunk_sum)
-          for (int64_t j = 0; j < nj; ++j) {
-            const bool pos = dr[j] > T(0);
-            T bp, wj;
-            weighted_powers<P>(pos ? dr[j] : T(1), b_chunk[j], half_beta, bp, wj);
-            chunk_sum += pos ? bp : T(0);
-            wr[j] = pos ? wj : T(0);  // b_j r^(beta-2), 0 where r = 0
-          }
+#pragma omp simd
+          for (int64_t j = 0; j < nj; ++j)
+            weighted_powers<P>(dr[j], b_chunk[j], half_beta, dr[j], wr[j]);
         } else {
-#pragma omp simd reduction(+ : chunk_sum)
-          for (int64_t j = 0; j < nj; ++j) {
-            const bool pos = dr[j] > T(0);
-            const T bp = weighted_power<P>(pos ? dr[j] : T(1), b_chunk[j], half_beta);
-            chunk_sum += pos ? bp : T(0);
-          }
+#pragma omp simd
+          for (int64_t j = 0; j < nj; ++j)
+            dr[j] = weighted_power<P>(dr[j], b_chunk[j], half_beta);
         }
+#pragma omp simd reduction(+ : chunk_sum)
+        for (int64_t j = 0; j < nj; ++j) chunk_sum += dr[j];
         row_total[i + r - row_begin] += chunk_sum;
       }
 
@@ -367,20 +391,12 @@ void gemm_row_block(const T* x, const T* y, const T* c, const T* y_t, const T* y
         // p_j = b_j r^beta (kept in d2's place once read) and w_j = b_j r^(beta - 2)
         if (want_grad) {
 #pragma omp simd
-          for (int64_t j = 0; j < nj; ++j) {
-            const bool pos = dr[j] > T(0);
-            T bp, wj;
-            weighted_powers<P>(pos ? dr[j] : T(1), b_chunk[j], half_beta, bp, wj);
-            wr[j] = pos ? wj : T(0);
-            dr[j] = pos ? bp : T(0);
-          }
+          for (int64_t j = 0; j < nj; ++j)
+            weighted_powers<P>(dr[j], b_chunk[j], half_beta, dr[j], wr[j]);
         } else {
 #pragma omp simd
-          for (int64_t j = 0; j < nj; ++j) {
-            const bool pos = dr[j] > T(0);
-            const T bp = weighted_power<P>(pos ? dr[j] : T(1), b_chunk[j], half_beta);
-            dr[j] = pos ? bp : T(0);
-          }
+          for (int64_t j = 0; j < nj; ++j)
+            dr[j] = weighted_power<P>(dr[j], b_chunk[j], half_beta);
         }
         T chunk_sum = T(0);
 #pragma omp simd reduction(+ : chunk_sum)
