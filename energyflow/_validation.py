@@ -98,6 +98,17 @@ def check_beta(beta: object) -> float:
     return beta
 
 
+def check_positive(name: str, value: object, high: float = math.inf) -> float:
+    """``value`` as a float in (0, high] (finite): any real number type, as for beta."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
+    value = float(value)
+    if not (0.0 < value <= high and math.isfinite(value)):
+        limit = "a positive finite number" if high == math.inf else f"in (0, {high:g}]"
+        raise ValueError(f"{name} must be {limit}, got {value}")
+    return value
+
+
 def check_weights(
     name: str, weights: Optional[Tensor], points: Tensor, points_name: str
 ) -> Optional[Tensor]:

@@ -20,6 +20,7 @@ from energyflow._validation import (
     check_beta,
     check_choice,
     check_points,
+    check_positive,
     check_same_kind,
     check_weights,
 )
@@ -239,15 +240,6 @@ def energy_score(
     return _reduced(scores, weights, reduction, unbatched=samples.dim() == 2)
 
 
-def _positive_number(name: str, value: object, high: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float, got {type(value).__name__}")
-    if not (0.0 < value <= high and math.isfinite(value)):
-        limit = "a positive finite number" if high == math.inf else f"in (0, {high:g}]"
-        raise ValueError(f"{name} must be {limit}, got {value}")
-    return float(value)
-
-
 def _mean_over_distinct_pairs(values: Tensor) -> Tensor:
     """(B, m, m, ...) -> (B, ...): the mean over the m (m - 1) ordered pairs j != k."""
     m = values.shape[1]
@@ -290,7 +282,7 @@ def kernel_score(
         >>> kernel_score(samples, torch.tensor([[0.0]]))
         tensor(0.)
     """
-    h = _positive_number("bandwidth", bandwidth)
+    h = check_positive("bandwidth", bandwidth)
     samples3, target3, weights, _ = _check_scored(
         "kernel score", samples, target, weights, reduction
     )
@@ -340,7 +332,7 @@ def variogram_score(
         >>> variogram_score(samples, torch.tensor([5.0, 6.0]))
         tensor(0.)
     """
-    p = _positive_number("p", p, high=2.0)
+    p = check_positive("p", p, high=2.0)
     samples3, target3, weights, _ = _check_scored(
         "variogram score", samples, target, weights, reduction
     )
