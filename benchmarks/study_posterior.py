@@ -212,6 +212,9 @@ ABLATION = [
         {"noise": 1},
     ),
     ("recipe + variogram score (p 0.5)", {"variogram_weight": 1.0}, {"noise": 1}),
+    # SLCP's posteriors have four sign-symmetric modes: more samples per target see them better?
+    ("recipe + m=8", {"samples_per_target": 8}, {"noise": 1}),
+    ("recipe + m=16", {"samples_per_target": 16}, {"noise": 1}),
 ]
 
 
@@ -322,7 +325,9 @@ def markdown(machine: dict, payload: dict) -> str:
             "2.1), at 20 s from the recipe on both tasks (the ablation table's last rows): a "
             "Gaussian kernel score term with bandwidth 0.1 or 0.5 standardised units changed "
             "nothing beyond a seed's spread (0.5 was worse on two moons), and a variogram score "
-            "term of order 0.5 made both tasks worse. An earlier 15 s try of the energy score "
+            "term of order 0.5 made both tasks worse; nor did more samples per target on "
+            "SLCP's four-mode posteriors (m = 8, 16: fewer steps in the budget, no gain per "
+            "step). An earlier 15 s try of the energy score "
             "averaged over betas 0.25-1.5 did not help either (not in the library). Nor, at "
             "20 s from the recipe with D noise features (the ablation table's second block), a "
             "weight average (EMA 0.999: worse), lr 3e-3, SiLU (worse: smooth maps bridge more), "
