@@ -88,6 +88,31 @@ std::vector<at::Tensor> row_stats_gemm(const at::Tensor& x, const at::Tensor& y,
   return {rowsum, wdiff};
 }
 
+// Both sides of a cross sum with gradients in one GEMM pass (x rows with weights a, y columns
+// with weights b): rowsum, wdiff as row_stats, and colsum_j = sum_i a_i r_ij^beta, col_wdiff_j =
+// sum_i a_i r_ij^(beta-2) (y_j - x_i).
+std::vector<at::Tensor> cross_stats(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
+                                    const at::Tensor& b, double beta) {
+  check_inputs(x, y, b, false);
+  check_inputs(y, x, a, false);
+  const at::Tensor xc = x.contiguous(), yc = y.contiguous(), ac = a.contiguous();
+  const at::Tensor centre = yc.sum(1, false, at::kDouble).div(y.size(1)).to(x.scalar_type());
+  const at::Tensor bc = at::constant_pad_nd(b, {0, padding(y.size(1))}, 0).contiguous();
+  const double tol = x.scalar_type() == at::kDouble ? std::ldexp(1.0, -26) : std::ldexp(1.0, -10);
+  at::Tensor rowsum = at::empty({x.size(0), x.size(1)}, x.options());
+  at::Tensor wdiff = at::empty_like(xc);
+  at::Tensor colsum = at::empty({y.size(0), y.size(1)}, y.options());
+  at::Tensor col_wdiff = at::empty_like(yc);
+  if (energyflow_cpu::cpu_has_avx2_fma()) {
+    energyflow_cpu::avx2::gemm_two_sided(xc, yc, centre, ac, bc, beta, tol, rowsum, wdiff, colsum,
+                                         col_wdiff);
+  } else {
+    energyflow_cpu::generic::gemm_two_sided(xc, yc, centre, ac, bc, beta, tol, rowsum, wdiff,
+                                            colsum, col_wdiff);
+  }
+  return {rowsum, wdiff, colsum, col_wdiff};
+}
+
 std::vector<at::Tensor> row_stats(const at::Tensor& x, const at::Tensor& y, const at::Tensor& b,
                                   double beta, bool exclude_diag, bool want_grad,
                                   const std::string& method) {
@@ -131,6 +156,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "method 'exact' (differences) or 'gemm' (dot products, close pairs recomputed exactly)",
         py::arg("x"), py::arg("y"), py::arg("b"), py::arg("beta"), py::arg("exclude_diag"),
         py::arg("want_grad"), py::arg("method") = "exact", py::call_guard<py::gil_scoped_release>());
+  m.def("cross_stats", &cross_stats,
+        "row_stats (gemm, with gradients) of x (B,N,D) against y (B,M,D) with weights b (B,M), "
+        "and the same for the columns: colsum_j = sum_i a_i r_ij^beta, col_wdiff_j = sum_i a_i "
+        "r_ij^(beta-2) (y_j - x_i), a (B,N); one pass",
+        py::arg("x"), py::arg("y"), py::arg("a"), py::arg("b"), py::arg("beta"),
+        py::call_guard<py::gil_scoped_release>());
   m.def("energy_score_direct", &energy_score_direct,
         "per-target energy scores of samples (B,m,D) against target (B,D) from all pairs, and "
         "(if want_grad) their gradients with respect to samples and target",

@@ -239,7 +239,9 @@ void exact_row_block(const T* x, const T* y_t, const T* b, int64_t row_begin, in
 // for kRows rows of a (each contiguous along k) and kLanes columns of panel (rows p_stride
 // apart): each panel load serves kRows rows.
 
-template <typename T>
+// (AStride: the distance between a row's consecutive elements; 1 but for the column side of a
+// two-sided pass, which reads the columns of a row-major tile.)
+template <typename T, int64_t AStride = 1>
 inline void micro_kernel(const T* const a[kRows], const T* __restrict panel, int64_t p_stride,
                          int64_t depth, T out[kRows][kLanes]) {
   const T* __restrict a0 = a[0];
@@ -249,7 +251,8 @@ inline void micro_kernel(const T* const a[kRows], const T* __restrict panel, int
   T acc0[kLanes] = {}, acc1[kLanes] = {}, acc2[kLanes] = {}, acc3[kLanes] = {};
   for (int64_t k = 0; k < depth; ++k) {
     const T* __restrict pk = panel + k * p_stride;
-    const T s0 = a0[k], s1 = a1[k], s2 = a2[k], s3 = a3[k];
+    const int64_t ka = k * AStride;
+    const T s0 = a0[ka], s1 = a1[ka], s2 = a2[ka], s3 = a3[ka];
 #pragma omp simd
     for (int64_t jj = 0; jj < kLanes; ++jj) {
       const T pv = pk[jj];
@@ -309,10 +312,26 @@ inline T exact_square_distance(const T* a, const T* b, int64_t dim) {
   return sum;
 }
 
+// The column side of a two-sided cross pass (rows x_i with weights a_i against columns y_j):
+// one thread's running totals over the row blocks it handled, each (n_cols_pad) or
+// (n_cols_pad, dim): value_j = sum_i a_i r^beta; of the pairs not recomputed exactly, weight_j =
+// sum_i u_ij and ux_j = sum_i u_ij (x_i - c), u_ij = a_i r^(beta - 2); exact_j = sum over the
+// close pairs of u_ij (y_j - x_i) from the raw rows. Then sum_i u_ij (y_j - x_i) =
+// (y_j - c) weight_j - ux_j + exact_j.
+struct ColumnTotals {
+  double* value;
+  double* weight;
+  double* ux;
+  double* exact;
+};
+
 template <Power P, typename T>
 void gemm_row_block(const T* x, const T* y, const T* c, const T* y_t, const T* y_sq, const T* b,
                     int64_t row_begin, int64_t row_end, const GemmInputs& s, T half_beta, T tol,
-                    bool exclude_diag, bool want_grad, T* rowsum, T* wdiff) {
+                    bool exclude_diag, bool want_grad, T* rowsum, T* wdiff,
+                    const T* a = nullptr, const ColumnTotals* cols = nullptr) {
+  // cols (with the row weights a): also the column side, in the same pass (want_grad, no
+  // exclude_diag)
   // x: (n_rows, dim), y: (n_cols, dim) raw; c: (dim); y_t: (dim, n_cols_pad) centred, zero
   // past the real columns; y_sq: (n_cols_pad) |y_j - c|^2.
   alignas(64) T d2[kRows][kColChunk];
@@ -339,12 +358,19 @@ void gemm_row_block(const T* x, const T* y, const T* c, const T* y_t, const T* y
   const bool upper = exclude_diag && !want_grad;  // see upper_triangle_start
   std::vector<T> panel(dim * kColChunk);
   std::vector<T> chunk_rows(want_grad ? kColChunk * dim_pad : 0);
+  // two-sided: u_ij of this block's rows (row-major, kColChunk apart) and the chunk's column sums
+  std::vector<T> u(cols ? n_rows * kColChunk : 0);
+  std::vector<T> col_value(cols ? kColChunk : 0), col_weight(cols ? kColChunk : 0);
   for (int64_t j0 = upper_triangle_start(upper, row_begin); j0 < n_cols; j0 += kColChunk) {
     const int64_t nj = std::min(kColChunk, n_cols - j0);
     const T* b_chunk = b + j0;
     const T* ysq_chunk = y_sq + j0;
     copy_panel(y_t, n_cols, j0, nj, dim, panel.data());
     if (want_grad) centred_rows(y, c, j0, nj, s, chunk_rows.data());
+    if (cols) {
+      std::fill(col_value.begin(), col_value.end(), T(0));
+      std::fill(col_weight.begin(), col_weight.end(), T(0));
+    }
     for (int64_t i = row_begin; i < row_end; i += kRows) {
       const int64_t rows_here = std::min(kRows, row_end - i);
       const T* xr[kRows];
@@ -389,7 +415,22 @@ void gemm_row_block(const T* x, const T* y, const T* c, const T* y_t, const T* y
                                     : T(0);  // a padding column: weight 0
         }
         // p_j = b_j r^beta (kept in d2's place once read) and w_j = b_j r^(beta - 2)
-        if (want_grad) {
+        if (cols) {  // and the column side's a_i r^beta, u_ij = a_i r^(beta - 2)
+          const T ai = a[row];
+          T* ur = u.data() + (row - row_begin) * kColChunk;
+          T* cv = col_value.data();
+          T* cw = col_weight.data();
+#pragma omp simd
+          for (int64_t j = 0; j < nj; ++j) {
+            T power, over_d2;
+            weighted_powers<P>(dr[j], T(1), half_beta, power, over_d2);
+            dr[j] = b_chunk[j] * power;
+            wr[j] = b_chunk[j] * over_d2;
+            cv[j] += ai * power;
+            ur[j] = ai * over_d2;
+            cw[j] += ur[j];
+          }
+        } else if (want_grad) {
 #pragma omp simd
           for (int64_t j = 0; j < nj; ++j)
             weighted_powers<P>(dr[j], b_chunk[j], half_beta, dr[j], wr[j]);
@@ -412,6 +453,16 @@ void gemm_row_block(const T* x, const T* y, const T* c, const T* y_t, const T* y
               for (int64_t k = 0; k < dim; ++k) exact[k] += double(wr[j]) * (x_raw[k] - yj[k]);
             }
             wr[j] = T(0);
+            if (cols) {  // the column side's term of this pair, exactly too
+              T& uij = u[(row - row_begin) * kColChunk + j];
+              if (uij != T(0) && j0 + j < s.n_cols) {
+                const T* yj = y + (j0 + j) * dim;
+                double* col_exact = cols->exact + (j0 + j) * dim;
+                for (int64_t k = 0; k < dim; ++k) col_exact[k] += double(uij) * (yj[k] - x_raw[k]);
+              }
+              col_weight[j] -= uij;
+              uij = T(0);
+            }
           }
           T chunk_w = T(0);
 #pragma omp simd reduction(+ : chunk_w)
@@ -431,6 +482,26 @@ void gemm_row_block(const T* x, const T* y, const T* c, const T* y_t, const T* y
             for (int64_t kk = 0; kk < k_end; ++kk) total[kb + kk] += acc[r][kk];
           }
         }
+      }
+    }
+    if (cols) {
+      // (U^T X)_j = sum_i u_ij (x_i - c) over this block's rows, kRows columns at a time
+      for (int64_t jb = 0; jb < nj; jb += kRows) {
+        const T* ucols[kRows];
+        for (int64_t r = 0; r < kRows; ++r) ucols[r] = u.data() + std::min(jb + r, nj - 1);
+        for (int64_t kb = 0; kb < dim_pad; kb += kLanes) {
+          alignas(64) T acc[kRows][kLanes];
+          micro_kernel<T, kColChunk>(ucols, xs.data() + kb, dim_pad, n_rows, acc);
+          for (int64_t r = 0; r < kRows && jb + r < nj; ++r) {
+            double* total = cols->ux + (j0 + jb + r) * dim;
+            const int64_t k_end = std::min(kLanes, dim - kb);
+            for (int64_t kk = 0; kk < k_end; ++kk) total[kb + kk] += acc[r][kk];
+          }
+        }
+      }
+      for (int64_t j = 0; j < nj; ++j) {
+        cols->value[j0 + j] += col_value[j];
+        cols->weight[j0 + j] += col_weight[j];
       }
     }
   }
@@ -498,6 +569,28 @@ void exact(const at::Tensor& xc, const at::Tensor& y_t, const at::Tensor& bc, do
   });
 }
 
+// Y (B, M, D) centred on c (B, D) and transposed into y_t (B, D, M_pad), and |y_j - c|^2 into
+// y_sq (B, M_pad); both zero-filled by the caller past the real columns.
+template <typename T>
+void centred_transpose(const T* yp, const T* cp, int64_t batch, int64_t n_cols, int64_t dim,
+                       int64_t cols, T* y_t, T* y_sq) {
+  at::parallel_for(0, batch * n_cols, 1024, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t bi = task / n_cols, j = task % n_cols;
+      const T* yj = yp + task * dim;
+      const T* c = cp + bi * dim;
+      T* column = y_t + bi * dim * cols + j;
+      T sq = T(0);
+      for (int64_t k = 0; k < dim; ++k) {
+        const T value = yj[k] - c[k];
+        column[k * cols] = value;
+        sq += value * value;
+      }
+      y_sq[bi * cols + j] = sq;
+    }
+  });
+}
+
 // The GEMM path: x (B, N, D), y (B, M, D) contiguous, centre (B, D), b (B, M_pad) with zero
 // weights on the padding columns; rowsum (B, N), wdiff (B, N, D).
 void gemm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& centre, const at::Tensor& bc,
@@ -514,24 +607,9 @@ void gemm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& centre, co
     const T* bp = bc.data_ptr<T>();
     T* rp = rowsum.data_ptr<T>();
     T* wp = want_grad ? wdiff.data_ptr<T>() : nullptr;
-    // Y centred and transposed, (B, D, M_pad), and |y_j - c|^2 (B, M_pad); 0 past the real columns
     std::vector<T> y_t(batch * dim * cols, T(0));
     std::vector<T> y_sq(batch * cols, T(0));
-    at::parallel_for(0, batch * n_cols, 1024, [&](int64_t begin, int64_t end) {
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t bi = task / n_cols, j = task % n_cols;
-        const T* yj = yp + task * dim;
-        const T* c = cp + bi * dim;
-        T* column = y_t.data() + bi * dim * cols + j;
-        T sq = T(0);
-        for (int64_t k = 0; k < dim; ++k) {
-          const T value = yj[k] - c[k];
-          column[k * cols] = value;
-          sq += value * value;
-        }
-        y_sq[bi * cols + j] = sq;
-      }
-    });
+    centred_transpose(yp, cp, batch, n_cols, dim, cols, y_t.data(), y_sq.data());
     const T half_beta = static_cast<T>(0.5 * beta);
     dispatch_power(beta, [&](auto power) {
       for_each_row_block(batch, n_rows, kGemmRowBlock, [&](int64_t bi, int64_t lo, int64_t hi) {
@@ -541,6 +619,73 @@ void gemm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& centre, co
             half_beta, static_cast<T>(tol), exclude_diag, want_grad, rp + bi * n_rows,
             want_grad ? wp + bi * n_rows * dim : nullptr);
       });
+    });
+  });
+}
+
+// Both sides of a cross sum in one GEMM pass: rowsum, wdiff (B, N, D) as gemm with want_grad,
+// and for the columns colsum_j = sum_i a_i r^beta (B, M), col_wdiff_j = sum_i a_i r^(beta-2)
+// (y_j - x_i) (B, M, D). The column totals are kept per thread (threads x B x M_pad x (2 + 2D)
+// doubles; the caller bounds it) and summed in thread order.
+void gemm_two_sided(const at::Tensor& x, const at::Tensor& y, const at::Tensor& centre,
+                    const at::Tensor& a, const at::Tensor& bc, double beta, double tol,
+                    at::Tensor& rowsum, at::Tensor& wdiff, at::Tensor& colsum,
+                    at::Tensor& col_wdiff) {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "energyflow_cross_stats_gemm", [&] {
+    using T = scalar_t;
+    const int64_t batch = x.size(0), n_rows = x.size(1), dim = x.size(2);
+    const int64_t n_cols = y.size(1), cols = bc.size(1);
+    const GemmInputs s{n_cols, cols, dim, dim + (kLanes - dim % kLanes) % kLanes};
+    const T* xp = x.data_ptr<T>();
+    const T* yp = y.data_ptr<T>();
+    const T* cp = centre.data_ptr<T>();
+    const T* ap = a.data_ptr<T>();
+    const T* bp = bc.data_ptr<T>();
+    T* rp = rowsum.data_ptr<T>();
+    T* wp = wdiff.data_ptr<T>();
+    std::vector<T> y_t(batch * dim * cols, T(0));
+    std::vector<T> y_sq(batch * cols, T(0));
+    centred_transpose(yp, cp, batch, n_cols, dim, cols, y_t.data(), y_sq.data());
+    const int64_t threads = at::get_num_threads();
+    const int64_t per_batch = cols * (2 + 2 * dim);
+    std::vector<double> totals(threads * batch * per_batch, 0.0);
+    auto column_totals = [&](int64_t thread, int64_t bi) {
+      double* base = totals.data() + (thread * batch + bi) * per_batch;
+      return ColumnTotals{base, base + cols, base + 2 * cols, base + 2 * cols + cols * dim};
+    };
+    const T half_beta = static_cast<T>(0.5 * beta);
+    dispatch_power(beta, [&](auto power) {
+      for_each_row_block(batch, n_rows, kGemmRowBlock, [&](int64_t bi, int64_t lo, int64_t hi) {
+        const int64_t thread = std::min<int64_t>(at::get_thread_num(), threads - 1);
+        const ColumnTotals mine = column_totals(thread, bi);
+        gemm_row_block<decltype(power)::value, T>(
+            xp + bi * n_rows * dim, yp + bi * n_cols * dim, cp + bi * dim,
+            y_t.data() + bi * dim * cols, y_sq.data() + bi * cols, bp + bi * cols, lo, hi, s,
+            half_beta, static_cast<T>(tol), false, true, rp + bi * n_rows,
+            wp + bi * n_rows * dim, ap + bi * n_rows, &mine);
+      });
+    });
+    T* csp = colsum.data_ptr<T>();
+    T* cwp = col_wdiff.data_ptr<T>();
+    at::parallel_for(0, batch * n_cols, 256, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t bi = task / n_cols, j = task % n_cols;
+        double value = 0.0, weight = 0.0;
+        std::vector<double> grad(dim, 0.0);
+        for (int64_t t = 0; t < threads; ++t) {
+          const ColumnTotals part = column_totals(t, bi);
+          value += part.value[j];
+          weight += part.weight[j];
+          const double* exact = part.exact + j * dim;
+          const double* ux = part.ux + j * dim;
+          for (int64_t k = 0; k < dim; ++k) grad[k] += exact[k] - ux[k];
+        }
+        csp[task] = static_cast<T>(value);
+        const T* yj = yp + task * dim;
+        const T* c = cp + bi * dim;
+        for (int64_t k = 0; k < dim; ++k)
+          cwp[task * dim + k] = static_cast<T>((double(yj[k]) - double(c[k])) * weight + grad[k]);
+      }
     });
   });
 }

@@ -13,6 +13,10 @@ constexpr int64_t kPadColumns = 16;
   void gemm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& centre,             \
             const at::Tensor& bc, double beta, double tol, bool exclude_diag, bool want_grad, \
             at::Tensor& rowsum, at::Tensor& wdiff);                                           \
+  void gemm_two_sided(const at::Tensor& x, const at::Tensor& y, const at::Tensor& centre,   \
+                      const at::Tensor& a, const at::Tensor& bc, double beta, double tol,   \
+                      at::Tensor& rowsum, at::Tensor& wdiff, at::Tensor& colsum,            \
+                      at::Tensor& col_wdiff);                                               \
   void energy_score_direct(const at::Tensor& samples, const at::Tensor& target, double beta, \
                            bool want_grad, at::Tensor& scores, at::Tensor& grad_samples,     \
                            at::Tensor& grad_target);

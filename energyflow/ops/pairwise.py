@@ -80,6 +80,29 @@ def _triton_row_stats(
 # The fused implementations of the row statistics, by backend name.
 ROW_STATS: dict[str, RowStats] = {"cpp": _cpp_row_stats, "triton": _triton_row_stats}
 
+# The C++ GEMM path's two-sided cross pass keeps per-thread column totals, threads x B x M x
+# (2 + 2 D) doubles; above this many bytes it gives way to two row passes.
+TWO_SIDED_MAX_BYTES = 256 * 2**20
+
+
+def _two_sided(x: Tensor, y: Tensor, backend: str) -> bool:
+    """Whether the cross sum's gradients on both sides come from one C++ pass (the GEMM path
+    forms W Y for the rows and W^T X for the columns from the same tiles)."""
+    if backend != "cpp" or cpp_method(x.shape[-1]) != "gemm":
+        return False
+    batch, m, dim = y.shape
+    return torch.get_num_threads() * batch * (m + 16) * (2 + 2 * dim) * 8 <= TWO_SIDED_MAX_BYTES
+
+
+def _cpp_cross_stats(
+    x: Tensor, y: Tensor, a: Tensor, b: Tensor, beta: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """rowsum, wdiff of x against y (weights b) and colsum, col_wdiff of y against x (weights a)
+    from one pass."""
+    acc = dispatch.accumulation_dtype(x.dtype)
+    cpp = dispatch.cpp_module()
+    return tuple(cpp.cross_stats(x.to(acc), y.to(acc), a.to(acc), b.to(acc), beta))
+
 
 @torch.library.custom_op("energyflow::row_stats", mutates_args=())
 def row_stats(
@@ -151,7 +174,12 @@ def _fused_cross_power_sum(
     """-> S (B,), and dS/dx, dS/da if ``grad_x``, dS/dy, dS/db if ``grad_y`` (else empty).
 
     Either side's pass gives S: one pass when only one side needs gradients (the y side when
-    neither does, or both: then S comes from it too)."""
+    neither does), and when both do on the C++ GEMM path (``_two_sided``)."""
+    if grad_x and grad_y and _two_sided(x, y, backend):
+        rowsum, wdiff, colsum, col_wdiff = _cpp_cross_stats(x, y, x_weights, y_weights, beta)
+        gx = wdiff.mul_(beta * x_weights.to(rowsum.dtype)[..., None])
+        gy = col_wdiff.mul_(beta * y_weights.to(rowsum.dtype)[..., None])
+        return _weighted_total(x_weights, rowsum), gx, rowsum, gy, colsum
     if grad_x:
         total, gx, ga = _side(x, y, x_weights, y_weights, beta, False, True, backend)
     else:

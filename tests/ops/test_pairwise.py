@@ -263,3 +263,44 @@ def test_cpp_fp32_general_power_over_the_float_range(beta):
     assert ((rowsum.double().flatten() / exact - 1).abs() <= bound).all()
     # wdiff = b r^(beta - 2) (0 - r) = -r^(beta - 1)
     assert ((-wdiff.double().flatten() / (exact / r) - 1).abs() <= bound).all()
+
+
+@pytest.mark.skipif("cpp" not in FUSED_BACKENDS, reason="C++ extension not built")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("beta", [0.7, 1.0, 2.0])
+def test_cpp_two_sided_cross_pass_equals_two_row_passes(monkeypatch, dtype, beta):
+    """When both sets need gradients the GEMM path forms both sides of the cross sum in one pass
+    (W Y for the rows, W^T X for the columns, per-thread column totals); it agrees with two row
+    passes (the fallback above TWO_SIDED_MAX_BYTES) and with the reference, duplicates across the
+    sets (the close pairs recomputed exactly) and a large common offset included."""
+    from energyflow.ops import pairwise
+
+    calls = []
+    real = pairwise._cpp_cross_stats
+    monkeypatch.setattr(pairwise, "_cpp_cross_stats", lambda *args: calls.append(1) or real(*args))
+    for batch, n, m, d in ((None, 257, 300, 17), (2, 65, 3, 64), (None, 1, 70, 8)):
+        lead = () if batch is None else (batch,)
+        x = torch.randn(*lead, n, d, dtype=dtype) + 1e3
+        y = torch.randn(*lead, m, d, dtype=dtype) * 1.5 + 1e3
+        if n > 3:
+            y[..., :3, :] = x[..., :3, :]  # duplicates across the sets
+        a = torch.rand(*lead, n, dtype=dtype) + 0.1
+        b = torch.rand(*lead, m, dtype=dtype) + 0.1
+        leaves = [t.requires_grad_() for t in (x, y, a, b)]
+
+        def run(backend, limit=pairwise.TWO_SIDED_MAX_BYTES):
+            monkeypatch.setattr(pairwise, "TWO_SIDED_MAX_BYTES", limit)
+            value = ef.pairwise_power_sum(
+                x, y, beta=beta, x_weights=a, y_weights=b, backend=backend
+            )
+            return [value, *torch.autograd.grad(value.sum(), leaves)]
+
+        before = len(calls)
+        one_pass = run("cpp")
+        assert len(calls) == before + 1  # the two-sided pass ran
+        two_passes = run("cpp", limit=0)
+        assert len(calls) == before + 1  # and the fallback did not
+        want = run("reference")
+        for name, g, h, w in zip(["value", "x", "y", "a", "b"], one_pass, two_passes, want):
+            assert_close_scaled(g, w, RTOL[dtype], f"two-sided {name} N={n} M={m} D={d}")
+            assert_close_scaled(h, w, RTOL[dtype], f"two passes {name} N={n} M={m} D={d}")
