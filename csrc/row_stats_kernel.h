@@ -315,14 +315,13 @@ inline T exact_square_distance(const T* a, const T* b, int64_t dim) {
 // The column side of a two-sided cross pass (rows x_i with weights a_i against columns y_j):
 // one thread's running totals over the row blocks it handled, each (n_cols_pad) or
 // (n_cols_pad, dim): value_j = sum_i a_i r^beta; of the pairs not recomputed exactly, weight_j =
-// sum_i u_ij and ux_j = sum_i u_ij (x_i - c), u_ij = a_i r^(beta - 2); exact_j = sum over the
-// close pairs of u_ij (y_j - x_i) from the raw rows. Then sum_i u_ij (y_j - x_i) =
-// (y_j - c) weight_j - ux_j + exact_j.
+// sum_i u_ij, u_ij = a_i r^(beta - 2); rest_j = sum over the close pairs of u_ij (y_j - x_i)
+// from the raw rows minus sum over the others of u_ij (x_i - c). Then sum_i u_ij (y_j - x_i) =
+// (y_j - c) weight_j + rest_j.
 struct ColumnTotals {
   double* value;
   double* weight;
-  double* ux;
-  double* exact;
+  double* rest;
 };
 
 template <Power P, typename T>
@@ -457,8 +456,8 @@ void gemm_row_block(const T* x, const T* y, const T* c, const T* y_t, const T* y
               T& uij = u[(row - row_begin) * kColChunk + j];
               if (uij != T(0) && j0 + j < s.n_cols) {
                 const T* yj = y + (j0 + j) * dim;
-                double* col_exact = cols->exact + (j0 + j) * dim;
-                for (int64_t k = 0; k < dim; ++k) col_exact[k] += double(uij) * (yj[k] - x_raw[k]);
+                double* rest = cols->rest + (j0 + j) * dim;
+                for (int64_t k = 0; k < dim; ++k) rest[k] += double(uij) * (yj[k] - x_raw[k]);
               }
               col_weight[j] -= uij;
               uij = T(0);
@@ -493,9 +492,9 @@ void gemm_row_block(const T* x, const T* y, const T* c, const T* y_t, const T* y
           alignas(64) T acc[kRows][kLanes];
           micro_kernel<T, kColChunk>(ucols, xs.data() + kb, dim_pad, n_rows, acc);
           for (int64_t r = 0; r < kRows && jb + r < nj; ++r) {
-            double* total = cols->ux + (j0 + jb + r) * dim;
+            double* rest = cols->rest + (j0 + jb + r) * dim;
             const int64_t k_end = std::min(kLanes, dim - kb);
-            for (int64_t kk = 0; kk < k_end; ++kk) total[kb + kk] += acc[r][kk];
+            for (int64_t kk = 0; kk < k_end; ++kk) rest[kb + kk] -= acc[r][kk];
           }
         }
       }
@@ -625,7 +624,7 @@ void gemm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& centre, co
 
 // Both sides of a cross sum in one GEMM pass: rowsum, wdiff (B, N, D) as gemm with want_grad,
 // and for the columns colsum_j = sum_i a_i r^beta (B, M), col_wdiff_j = sum_i a_i r^(beta-2)
-// (y_j - x_i) (B, M, D). The column totals are kept per thread (threads x B x M_pad x (2 + 2D)
+// (y_j - x_i) (B, M, D). The column totals are kept per thread (threads x B x M_pad x (2 + D)
 // doubles; the caller bounds it) and summed in thread order.
 void gemm_two_sided(const at::Tensor& x, const at::Tensor& y, const at::Tensor& centre,
                     const at::Tensor& a, const at::Tensor& bc, double beta, double tol,
@@ -647,11 +646,11 @@ void gemm_two_sided(const at::Tensor& x, const at::Tensor& y, const at::Tensor& 
     std::vector<T> y_sq(batch * cols, T(0));
     centred_transpose(yp, cp, batch, n_cols, dim, cols, y_t.data(), y_sq.data());
     const int64_t threads = at::get_num_threads();
-    const int64_t per_batch = cols * (2 + 2 * dim);
+    const int64_t per_batch = cols * (2 + dim);
     std::vector<double> totals(threads * batch * per_batch, 0.0);
     auto column_totals = [&](int64_t thread, int64_t bi) {
       double* base = totals.data() + (thread * batch + bi) * per_batch;
-      return ColumnTotals{base, base + cols, base + 2 * cols, base + 2 * cols + cols * dim};
+      return ColumnTotals{base, base + cols, base + 2 * cols};
     };
     const T half_beta = static_cast<T>(0.5 * beta);
     dispatch_power(beta, [&](auto power) {
@@ -676,9 +675,8 @@ void gemm_two_sided(const at::Tensor& x, const at::Tensor& y, const at::Tensor& 
           const ColumnTotals part = column_totals(t, bi);
           value += part.value[j];
           weight += part.weight[j];
-          const double* exact = part.exact + j * dim;
-          const double* ux = part.ux + j * dim;
-          for (int64_t k = 0; k < dim; ++k) grad[k] += exact[k] - ux[k];
+          const double* rest = part.rest + j * dim;
+          for (int64_t k = 0; k < dim; ++k) grad[k] += rest[k];
         }
         csp[task] = static_cast<T>(value);
         const T* yj = yp + task * dim;

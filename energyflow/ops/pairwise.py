@@ -10,7 +10,9 @@ with r_ij = ||x_i - y_j|| and every term 0 where r_ij = 0. Then
 
     S(X, Y; a, b)   = sum_i a_i rowsum_i
     dS/dx_i = beta a_i wdiff_i,  dS/da_i = rowsum_i,  and dS/dy, dS/db from the same pass of Y
-    against X with weights a (the column reduction as a row reduction with the roles swapped).
+    against X with weights a (the column reduction as a row reduction with the roles swapped),
+    or, on the C++ GEMM path when both sides need them, from the column side of the same pass
+    (``cross_stats``: W^T X next to W Y).
 
 No N x M buffer is ever stored (the same trade as FlashAttention): when autograd will need the
 gradients, the forward pass computes them with the sums (a row pass gives both), and the backward
@@ -81,8 +83,9 @@ def _triton_row_stats(
 ROW_STATS: dict[str, RowStats] = {"cpp": _cpp_row_stats, "triton": _triton_row_stats}
 
 # The C++ GEMM path's two-sided cross pass keeps per-thread column totals, threads x B x M x
-# (2 + 2 D) doubles; above this many bytes it gives way to two row passes.
-TWO_SIDED_MAX_BYTES = 256 * 2**20
+# (2 + D) doubles; above this many bytes it gives way to two row passes (the two-sided pass saves
+# an eighth of the work of an energy distance; memory stays the first concern at large N).
+TWO_SIDED_MAX_BYTES = 64 * 2**20
 
 
 def _two_sided(x: Tensor, y: Tensor, backend: str) -> bool:
@@ -91,7 +94,7 @@ def _two_sided(x: Tensor, y: Tensor, backend: str) -> bool:
     if backend != "cpp" or cpp_method(x.shape[-1]) != "gemm":
         return False
     batch, m, dim = y.shape
-    return torch.get_num_threads() * batch * (m + 16) * (2 + 2 * dim) * 8 <= TWO_SIDED_MAX_BYTES
+    return torch.get_num_threads() * batch * (m + 16) * (2 + dim) * 8 <= TWO_SIDED_MAX_BYTES
 
 
 def _cpp_cross_stats(
