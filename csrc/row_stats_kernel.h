@@ -591,10 +591,15 @@ void centred_transpose(const T* yp, const T* cp, int64_t batch, int64_t n_cols, 
 }
 
 // The GEMM path: x (B, N, D), y (B, M, D) contiguous, centre (B, D), b (B, M_pad) with zero
-// weights on the padding columns; rowsum (B, N), wdiff (B, N, D).
-void gemm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& centre, const at::Tensor& bc,
-          double beta, double tol, bool exclude_diag, bool want_grad, at::Tensor& rowsum,
-          at::Tensor& wdiff) {
+// weights on the padding columns; rowsum (B, N), wdiff (B, N, D). With the row weights a (B, N)
+// (``two_sided``: want_grad, no exclude_diag) also the column side of the same pass: colsum_j =
+// sum_i a_i r^beta (B, M), col_wdiff_j = sum_i a_i r^(beta-2) (y_j - x_i) (B, M, D), from column
+// totals kept per thread (threads x B x M_pad x (2 + D) doubles; the caller bounds it) and
+// summed in thread order.
+void gemm_pass(const at::Tensor& x, const at::Tensor& y, const at::Tensor& centre,
+               const at::Tensor& bc, double beta, double tol, bool exclude_diag, bool want_grad,
+               at::Tensor& rowsum, at::Tensor& wdiff, const at::Tensor* a,
+               at::Tensor* colsum, at::Tensor* col_wdiff) {
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "energyflow_row_stats_gemm", [&] {
     using T = scalar_t;
     const int64_t batch = x.size(0), n_rows = x.size(1), dim = x.size(2);
@@ -603,49 +608,14 @@ void gemm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& centre, co
     const T* xp = x.data_ptr<T>();
     const T* yp = y.data_ptr<T>();
     const T* cp = centre.data_ptr<T>();
+    const T* ap = a ? a->data_ptr<T>() : nullptr;
     const T* bp = bc.data_ptr<T>();
     T* rp = rowsum.data_ptr<T>();
     T* wp = want_grad ? wdiff.data_ptr<T>() : nullptr;
     std::vector<T> y_t(batch * dim * cols, T(0));
     std::vector<T> y_sq(batch * cols, T(0));
     centred_transpose(yp, cp, batch, n_cols, dim, cols, y_t.data(), y_sq.data());
-    const T half_beta = static_cast<T>(0.5 * beta);
-    dispatch_power(beta, [&](auto power) {
-      for_each_row_block(batch, n_rows, kGemmRowBlock, [&](int64_t bi, int64_t lo, int64_t hi) {
-        gemm_row_block<decltype(power)::value, T>(
-            xp + bi * n_rows * dim, yp + bi * n_cols * dim, cp + bi * dim,
-            y_t.data() + bi * dim * cols, y_sq.data() + bi * cols, bp + bi * cols, lo, hi, s,
-            half_beta, static_cast<T>(tol), exclude_diag, want_grad, rp + bi * n_rows,
-            want_grad ? wp + bi * n_rows * dim : nullptr);
-      });
-    });
-  });
-}
-
-// Both sides of a cross sum in one GEMM pass: rowsum, wdiff (B, N, D) as gemm with want_grad,
-// and for the columns colsum_j = sum_i a_i r^beta (B, M), col_wdiff_j = sum_i a_i r^(beta-2)
-// (y_j - x_i) (B, M, D). The column totals are kept per thread (threads x B x M_pad x (2 + D)
-// doubles; the caller bounds it) and summed in thread order.
-void gemm_two_sided(const at::Tensor& x, const at::Tensor& y, const at::Tensor& centre,
-                    const at::Tensor& a, const at::Tensor& bc, double beta, double tol,
-                    at::Tensor& rowsum, at::Tensor& wdiff, at::Tensor& colsum,
-                    at::Tensor& col_wdiff) {
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "energyflow_cross_stats_gemm", [&] {
-    using T = scalar_t;
-    const int64_t batch = x.size(0), n_rows = x.size(1), dim = x.size(2);
-    const int64_t n_cols = y.size(1), cols = bc.size(1);
-    const GemmInputs s{n_cols, cols, dim, dim + (kLanes - dim % kLanes) % kLanes};
-    const T* xp = x.data_ptr<T>();
-    const T* yp = y.data_ptr<T>();
-    const T* cp = centre.data_ptr<T>();
-    const T* ap = a.data_ptr<T>();
-    const T* bp = bc.data_ptr<T>();
-    T* rp = rowsum.data_ptr<T>();
-    T* wp = wdiff.data_ptr<T>();
-    std::vector<T> y_t(batch * dim * cols, T(0));
-    std::vector<T> y_sq(batch * cols, T(0));
-    centred_transpose(yp, cp, batch, n_cols, dim, cols, y_t.data(), y_sq.data());
-    const int64_t threads = at::get_num_threads();
+    const int64_t threads = a ? at::get_num_threads() : 0;
     const int64_t per_batch = cols * (2 + dim);
     std::vector<double> totals(threads * batch * per_batch, 0.0);
     auto column_totals = [&](int64_t thread, int64_t bi) {
@@ -655,17 +625,19 @@ void gemm_two_sided(const at::Tensor& x, const at::Tensor& y, const at::Tensor& 
     const T half_beta = static_cast<T>(0.5 * beta);
     dispatch_power(beta, [&](auto power) {
       for_each_row_block(batch, n_rows, kGemmRowBlock, [&](int64_t bi, int64_t lo, int64_t hi) {
-        const int64_t thread = std::min<int64_t>(at::get_thread_num(), threads - 1);
-        const ColumnTotals mine = column_totals(thread, bi);
+        ColumnTotals mine{};
+        if (a) mine = column_totals(std::min<int64_t>(at::get_thread_num(), threads - 1), bi);
         gemm_row_block<decltype(power)::value, T>(
             xp + bi * n_rows * dim, yp + bi * n_cols * dim, cp + bi * dim,
             y_t.data() + bi * dim * cols, y_sq.data() + bi * cols, bp + bi * cols, lo, hi, s,
-            half_beta, static_cast<T>(tol), false, true, rp + bi * n_rows,
-            wp + bi * n_rows * dim, ap + bi * n_rows, &mine);
+            half_beta, static_cast<T>(tol), exclude_diag, want_grad, rp + bi * n_rows,
+            want_grad ? wp + bi * n_rows * dim : nullptr, a ? ap + bi * n_rows : nullptr,
+            a ? &mine : nullptr);
       });
     });
-    T* csp = colsum.data_ptr<T>();
-    T* cwp = col_wdiff.data_ptr<T>();
+    if (!a) return;
+    T* csp = colsum->data_ptr<T>();
+    T* cwp = col_wdiff->data_ptr<T>();
     at::parallel_for(0, batch * n_cols, 256, [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
         const int64_t bi = task / n_cols, j = task % n_cols;
@@ -686,6 +658,20 @@ void gemm_two_sided(const at::Tensor& x, const at::Tensor& y, const at::Tensor& 
       }
     });
   });
+}
+
+void gemm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& centre, const at::Tensor& bc,
+          double beta, double tol, bool exclude_diag, bool want_grad, at::Tensor& rowsum,
+          at::Tensor& wdiff) {
+  gemm_pass(x, y, centre, bc, beta, tol, exclude_diag, want_grad, rowsum, wdiff, nullptr, nullptr,
+            nullptr);
+}
+
+void gemm_two_sided(const at::Tensor& x, const at::Tensor& y, const at::Tensor& centre,
+                    const at::Tensor& a, const at::Tensor& bc, double beta, double tol,
+                    at::Tensor& rowsum, at::Tensor& wdiff, at::Tensor& colsum,
+                    at::Tensor& col_wdiff) {
+  gemm_pass(x, y, centre, bc, beta, tol, false, true, rowsum, wdiff, &a, &colsum, &col_wdiff);
 }
 
 // ---- energy score with few samples per target ---------------------------------------------
