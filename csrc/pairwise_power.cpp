@@ -56,7 +56,7 @@ std::vector<at::Tensor> row_stats_exact(const at::Tensor& x, const at::Tensor& y
   const at::Tensor bc = at::constant_pad_nd(b, {0, pad}, 0).contiguous();
   at::Tensor rowsum = at::empty({x.size(0), x.size(1)}, x.options());
   at::Tensor wdiff = want_grad ? at::empty_like(xc) : at::empty({0}, x.options());
-  if (energyflow_cpu::cpu_has_avx2_fma()) {
+  if (energyflow_cpu::use_avx2_fma()) {
     energyflow_cpu::avx2::exact(xc, y_t, bc, beta, exclude_diag, want_grad, rowsum, wdiff);
   } else {
     energyflow_cpu::generic::exact(xc, y_t, bc, beta, exclude_diag, want_grad, rowsum, wdiff);
@@ -78,7 +78,7 @@ std::vector<at::Tensor> row_stats_gemm(const at::Tensor& x, const at::Tensor& y,
   const double tol = x.scalar_type() == at::kDouble ? std::ldexp(1.0, -26) : std::ldexp(1.0, -10);
   at::Tensor rowsum = at::empty({x.size(0), x.size(1)}, x.options());
   at::Tensor wdiff = want_grad ? at::empty_like(xc) : at::empty({0}, x.options());
-  if (energyflow_cpu::cpu_has_avx2_fma()) {
+  if (energyflow_cpu::use_avx2_fma()) {
     energyflow_cpu::avx2::gemm(xc, yc, centre, bc, beta, tol, exclude_diag, want_grad, rowsum,
                                wdiff);
   } else {
@@ -103,7 +103,7 @@ std::vector<at::Tensor> cross_stats(const at::Tensor& x, const at::Tensor& y, co
   at::Tensor wdiff = at::empty_like(xc);
   at::Tensor colsum = at::empty({y.size(0), y.size(1)}, y.options());
   at::Tensor col_wdiff = at::empty_like(yc);
-  if (energyflow_cpu::cpu_has_avx2_fma()) {
+  if (energyflow_cpu::use_avx2_fma()) {
     energyflow_cpu::avx2::gemm_two_sided(xc, yc, centre, ac, bc, beta, tol, rowsum, wdiff, colsum,
                                          col_wdiff);
   } else {
@@ -136,7 +136,7 @@ std::vector<at::Tensor> energy_score_direct(const at::Tensor& samples, const at:
   at::Tensor scores = at::empty({samples.size(0)}, samples.options());
   at::Tensor grad_samples = want_grad ? at::empty_like(yc) : at::empty({0}, yc.options());
   at::Tensor grad_target = want_grad ? at::empty_like(xc) : at::empty({0}, xc.options());
-  if (energyflow_cpu::cpu_has_avx2_fma()) {
+  if (energyflow_cpu::use_avx2_fma()) {
     energyflow_cpu::avx2::energy_score_direct(yc, xc, beta, want_grad, scores, grad_samples,
                                               grad_target);
   } else {
@@ -150,6 +150,8 @@ std::vector<at::Tensor> energy_score_direct(const at::Tensor& samples, const at:
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "energyflow CPU kernels (pairwise energy row statistics, small-m energy score)";
+  m.def("kernel_variant", [] { return energyflow_cpu::use_avx2_fma() ? "avx2" : "generic"; },
+        "the compiled variant of the kernels that runs here: 'avx2' (AVX2 + FMA) or 'generic'");
   m.def("row_stats", &row_stats,
         "rowsum_i = sum_j b_j r_ij^beta and, if want_grad, "
         "wdiff_i = sum_j b_j r_ij^(beta-2) (x_i - y_j); x (B,N,D), y (B,M,D), b (B,M); "

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <immintrin.h>
 #include <type_traits>
 #include <vector>
 
@@ -14,4 +15,5 @@
 #pragma GCC target("avx2,fma")
 #endif
 #define EF_KERNEL_NAMESPACE avx2
+#define EF_KERNEL_AVX2 1  // the hand-vectorised loops of row_stats_kernel.h
 #include "row_stats_kernel.h"

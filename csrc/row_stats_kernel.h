@@ -21,47 +21,63 @@ constexpr int64_t kLanes = kPadColumns;
 enum class Power { kOne, kTwo, kHalf, kGeneral };
 
 // ---- powers ---------------------------------------------------------------------------------
-// Branch-free, division-free log2 / exp2 for float that GCC vectorises under `omp simd` (no
-// -ffast-math, so no FTZ or errno side effects) with no float selects, so that both stay a
-// straight line of vector instructions (a float std::min/max or ?: becomes a compare and a blend,
-// often applied to the result instead of the input; the clamps below are integer min/max on the
-// bits, one instruction each): log2 from the bits offset by those of sqrt(1/2) (exponent by an
-// arithmetic shift, mantissa 1 + u in [sqrt(1/2), sqrt(2))) and u P6(u) (a near-minimax fit,
-// absolute error 3.0e-7); exp2 from a degree-5 polynomial on [-1/2, 1/2] (relative error 7.5e-8)
-// and the exponent bits of the rounding constant. Both polynomials by Estrin's scheme (short
-// dependency chains). d2^(beta/2) = exp2(y), y = (beta/2) log2(d2), is then within about
-// 4e-7 + 1.2e-7 |y| relative, the second part the fp32 rounding of y (9e-7 for d2 near 2^30;
-// tested over d2 in [2^-120, 2^122]); the fp64 path uses std::exp / std::log.
-inline float log2_positive(float x) {  // x a positive normal float
-  int32_t bits;
-  std::memcpy(&bits, &x, sizeof bits);
-  const int32_t offset = bits - 0x3f3504f3;  // the bits of sqrt(1/2)
-  const int32_t exponent = offset >> 23;     // arithmetic shift (GCC, Clang, C++20): floor
-  const int32_t mantissa_bits = (offset & 0x007fffff) + 0x3f3504f3;
-  float m;
-  std::memcpy(&m, &mantissa_bits, sizeof m);  // [sqrt(1/2), sqrt(2))
-  const float u = m - 1.0f, u2 = u * u, u4 = u2 * u2;
-  const float p = (1.44269972f + u * -0.721375835f) + u2 * (0.480465269f + u * -0.358963271f) +
-                  u4 * ((0.297260626f + u * -0.272684975f) + u2 * 0.170625386f);
-  return static_cast<float>(exponent) + u * p;
-}
+// r^beta from d = r^2 without exp or log for general beta in fp32, by tables built once per call
+// (FloatPowerTables): with d = 2^(E - 127) m (E the biased exponent, m in [1, 2)) and c_k the
+// centre of the eighth of [1, 2) that holds m (k the top three mantissa bits),
+//   d^(beta/2) = 2^((beta/2)(E - 127)) c_k^(beta/2) (1 + rho)^(beta/2),   rho = m / c_k - 1,
+// |rho| <= 1/17, (1 + rho)^(beta/2) by its Taylor polynomial of degree 4 (error below 2.2e-8
+// for beta in (0, 2)), and 2^((beta/2)(E - 127)) as the product of three 8-entry tables on the
+// fields of E = 64 h + 8 i + l. Every table entry is d's power rounded once from double, so a
+// term is within about 4e-7 relative of the exact power over the whole float range (the
+// roundings of four products and four entries; tested), and an AVX2 register holds each table
+// (one permute per lookup, no gathers, a third of the floating-point work of log2 / exp2
+// polynomials). The fp64 path uses std::exp / std::log.
+struct FloatPowerTables {
+  alignas(32) float inv_centre[8];    // 1 / c_k
+  alignas(32) float centre_power[8];  // c_k^(beta/2)
+  alignas(32) float exp_low[8];       // 2^((beta/2) l)
+  alignas(32) float exp_mid[8];       // 2^((beta/2) 8 i)
+  alignas(32) float exp_high[8];      // 2^((beta/2) (64 h - 127)), h < 4
+  float taylor[4];                    // binom(beta/2, 1..4)
+};
 
-// 2^y for y >= -126 (here y = (beta/2) log2(d2) with d2 >= FLT_MIN and beta < 2); above 127 the
-// exponent is held at 127, where r^beta is at the edge of the float range anyway.
-inline float exp2_from_min_normal(float y) {
-  const float shifted = y + 12582912.0f;  // 1.5 * 2^23: rounds to nearest, n in the low bits
-  const float z = y - (shifted - 12582912.0f);  // [-1/2, 1/2]
-  const float z2 = z * z;
-  const float p = (1.00000007f + z * 0.693146967f) +
-                  z2 * ((0.240221203f + z * 0.0555071329f) +
-                        z2 * (0.00967551230f + z * 0.00132763771f));
-  int32_t shifted_bits;
-  std::memcpy(&shifted_bits, &shifted, sizeof shifted_bits);
-  const int32_t n = std::min(shifted_bits - 0x4b400000, int32_t(127));
-  const int32_t scale_bits = (n + 127) << 23;  // 2^n
-  float scale;
-  std::memcpy(&scale, &scale_bits, sizeof scale);
-  return p * scale;
+// beta / 2 and, for the general power in fp32, its tables.
+template <typename T>
+struct PowerParams {
+  T half_beta;
+  FloatPowerTables tables;
+
+  explicit PowerParams(double beta) : half_beta(static_cast<T>(0.5 * beta)) {
+    const double hb = 0.5 * beta;
+    double coefficient = 1.0;
+    for (int n = 0; n < 4; ++n) {
+      coefficient *= (hb - n) / (n + 1);
+      tables.taylor[n] = static_cast<float>(coefficient);
+    }
+    for (int k = 0; k < 8; ++k) {
+      const double centre = 1.0 + (k + 0.5) / 8.0;
+      tables.inv_centre[k] = static_cast<float>(1.0 / centre);
+      tables.centre_power[k] = static_cast<float>(std::pow(centre, hb));
+      tables.exp_low[k] = static_cast<float>(std::exp2(hb * k));
+      tables.exp_mid[k] = static_cast<float>(std::exp2(hb * 8 * k));
+      tables.exp_high[k] = static_cast<float>(std::exp2(hb * (64 * (k & 3) - 127)));
+    }
+  }
+};
+
+// d^(beta/2) for d a positive normal float (or +inf, which gives a finite value) by the tables.
+inline float power_by_tables(float d, const FloatPowerTables& t) {
+  int32_t bits;
+  std::memcpy(&bits, &d, sizeof bits);
+  const int32_t k = (bits >> 20) & 7, e = bits >> 23;
+  const int32_t mantissa_bits = (bits & 0x007fffff) | 0x3f800000;
+  float m;
+  std::memcpy(&m, &mantissa_bits, sizeof m);
+  const float rho = m * t.inv_centre[k] - 1.0f;
+  const float series =
+      1.0f + rho * (t.taylor[0] + rho * (t.taylor[1] + rho * (t.taylor[2] + rho * t.taylor[3])));
+  return (t.centre_power[k] * t.exp_low[e & 7]) * (t.exp_mid[(e >> 3) & 7] * t.exp_high[e >> 6]) *
+         series;
 }
 
 // max(d2, the smallest normal number), for any d2 that is not NaN: for floats one integer max on
@@ -78,7 +94,7 @@ inline double at_least_min_normal(double d2) { return std::max(d2, 2.22507385850
 
 // r^beta, r = sqrt(d), for d a positive normal number: the common exponents avoid exp and log.
 template <Power P, typename T>
-inline T power_of_square(T d, T half_beta) {
+inline T power_of_square(T d, const PowerParams<T>& pw) {
   if constexpr (P == Power::kOne) {
     return std::sqrt(d);
   } else if constexpr (P == Power::kTwo) {
@@ -86,9 +102,9 @@ inline T power_of_square(T d, T half_beta) {
   } else if constexpr (P == Power::kHalf) {
     return std::sqrt(std::sqrt(d));
   } else if constexpr (std::is_same_v<T, float>) {
-    return exp2_from_min_normal(half_beta * log2_positive(d));
+    return power_by_tables(d, pw.tables);
   } else {
-    return std::exp(half_beta * std::log(d));
+    return std::exp(pw.half_beta * std::log(d));
   }
 }
 
@@ -96,25 +112,110 @@ inline T power_of_square(T d, T half_beta) {
 // pair) and a weight b: b r^beta, and 0 where d2 <= 0. The passes without gradients need only
 // this (no division).
 template <Power P, typename T>
-inline T weighted_power(T d2, T b, T half_beta) {
+inline T weighted_power(T d2, T b, const PowerParams<T>& pw) {
   const T b_here = d2 > T(0) ? b : T(0);
   if constexpr (P == Power::kTwo) return b_here * d2;
-  return b_here * power_of_square<P>(at_least_min_normal(d2), half_beta);
+  return b_here * power_of_square<P>(at_least_min_normal(d2), pw);
 }
 
 // bp = b r^beta and the gradient weight w = b r^(beta - 2) = bp / d2 (b itself for beta = 2),
 // both 0 where d2 <= 0 (the subgradient 0 of a duplicate).
 template <Power P, typename T>
-inline void weighted_powers(T d2, T b, T half_beta, T& bp, T& w) {
+inline void weighted_powers(T d2, T b, const PowerParams<T>& pw, T& bp, T& w) {
   const T b_here = d2 > T(0) ? b : T(0);
   if constexpr (P == Power::kTwo) {
     bp = b_here * d2;
     w = b_here;
   } else {
     const T d = at_least_min_normal(d2);
-    bp = b_here * power_of_square<P>(d, half_beta);
+    bp = b_here * power_of_square<P>(d, pw);
     w = bp / d;
   }
+}
+
+#ifdef EF_KERNEL_AVX2
+// The tables in registers (loaded once per row: stores to a float row could alias them).
+struct FloatPowerRegisters {
+  __m256 inv_centre, centre_power, exp_low, exp_mid, exp_high, taylor[4];
+  explicit FloatPowerRegisters(const FloatPowerTables& t)
+      : inv_centre(_mm256_load_ps(t.inv_centre)),
+        centre_power(_mm256_load_ps(t.centre_power)),
+        exp_low(_mm256_load_ps(t.exp_low)),
+        exp_mid(_mm256_load_ps(t.exp_mid)),
+        exp_high(_mm256_load_ps(t.exp_high)),
+        taylor{_mm256_set1_ps(t.taylor[0]), _mm256_set1_ps(t.taylor[1]),
+               _mm256_set1_ps(t.taylor[2]), _mm256_set1_ps(t.taylor[3])} {}
+};
+
+// power_by_tables on eight floats (the same operations, in the same order).
+inline __m256 power_by_tables8(__m256i bits, const FloatPowerRegisters& t) {
+  const __m256i k = _mm256_srli_epi32(bits, 20);  // permutes read the low three bits
+  const __m256i e = _mm256_srli_epi32(bits, 23);
+  const __m256 m = _mm256_castsi256_ps(_mm256_or_si256(
+      _mm256_and_si256(bits, _mm256_set1_epi32(0x007fffff)), _mm256_set1_epi32(0x3f800000)));
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 rho = _mm256_fmsub_ps(m, _mm256_permutevar8x32_ps(t.inv_centre, k), one);
+  __m256 series = _mm256_fmadd_ps(t.taylor[3], rho, t.taylor[2]);
+  series = _mm256_fmadd_ps(series, rho, t.taylor[1]);
+  series = _mm256_fmadd_ps(series, rho, t.taylor[0]);
+  series = _mm256_fmadd_ps(series, rho, one);
+  const __m256 low = _mm256_mul_ps(_mm256_permutevar8x32_ps(t.centre_power, k),
+                                   _mm256_permutevar8x32_ps(t.exp_low, e));
+  const __m256 high =
+      _mm256_mul_ps(_mm256_permutevar8x32_ps(t.exp_mid, _mm256_srli_epi32(e, 3)),
+                    _mm256_permutevar8x32_ps(t.exp_high, _mm256_srli_epi32(e, 6)));
+  return _mm256_mul_ps(_mm256_mul_ps(low, high), series);
+}
+
+// b where d2 > 0, else 0, for eight pairs.
+inline __m256 weights_where_positive8(__m256 d2, const float* b) {
+  return _mm256_and_ps(_mm256_cmp_ps(d2, _mm256_setzero_ps(), _CMP_GT_OQ), _mm256_loadu_ps(b));
+}
+// the bits of max(d2, FLT_MIN) for eight pairs (as at_least_min_normal)
+inline __m256i at_least_min_normal8(__m256 d2) {
+  return _mm256_max_epi32(_mm256_castps_si256(d2), _mm256_set1_epi32(0x00800000));
+}
+#endif
+
+// weighted_powers over a row of n pairs (bp may be d2: each is read before it is written).
+template <Power P, typename T>
+inline void weighted_powers_row(const T* d2, const T* b, int64_t n, const PowerParams<T>& pw,
+                                T* bp, T* w) {
+  int64_t j = 0;
+#ifdef EF_KERNEL_AVX2
+  if constexpr (P == Power::kGeneral && std::is_same_v<T, float>) {
+    const FloatPowerRegisters tables(pw.tables);
+    for (; j + 8 <= n; j += 8) {
+      const __m256 d2_here = _mm256_loadu_ps(d2 + j);
+      const __m256i d_bits = at_least_min_normal8(d2_here);
+      const __m256 power = _mm256_mul_ps(weights_where_positive8(d2_here, b + j),
+                                         power_by_tables8(d_bits, tables));
+      _mm256_storeu_ps(bp + j, power);
+      _mm256_storeu_ps(w + j, _mm256_div_ps(power, _mm256_castsi256_ps(d_bits)));
+    }
+  }
+#endif
+#pragma omp simd
+  for (int64_t i = j; i < n; ++i) weighted_powers<P>(d2[i], b[i], pw, bp[i], w[i]);
+}
+
+// weighted_power over a row of n pairs, in place (d2 becomes b r^beta).
+template <Power P, typename T>
+inline void weighted_power_row(T* d2, const T* b, int64_t n, const PowerParams<T>& pw) {
+  int64_t j = 0;
+#ifdef EF_KERNEL_AVX2
+  if constexpr (P == Power::kGeneral && std::is_same_v<T, float>) {
+    const FloatPowerRegisters tables(pw.tables);
+    for (; j + 8 <= n; j += 8) {
+      const __m256 d2_here = _mm256_loadu_ps(d2 + j);
+      _mm256_storeu_ps(d2 + j, _mm256_mul_ps(weights_where_positive8(d2_here, b + j),
+                                             power_by_tables8(at_least_min_normal8(d2_here),
+                                                              tables)));
+    }
+  }
+#endif
+#pragma omp simd
+  for (int64_t i = j; i < n; ++i) d2[i] = weighted_power<P>(d2[i], b[i], pw);
 }
 
 // Columns [j0, j0 + nj) of y_t (dim rows, n_cols apart) copied into one contiguous (dim, nj)
@@ -148,7 +249,8 @@ inline void drop_below_diagonal(T* values, int64_t diag, int64_t nj, bool upper)
 // ---- exact-difference path ------------------------------------------------------------------
 template <Power P, typename T>
 void exact_row_block(const T* x, const T* y_t, const T* b, int64_t row_begin, int64_t row_end,
-                     int64_t n_cols, int64_t dim, T half_beta, bool exclude_diag, bool want_grad,
+                     int64_t n_cols, int64_t dim, const PowerParams<T>& pw, bool exclude_diag,
+                     bool want_grad,
                      T* rowsum, T* wdiff) {
   // y_t is (dim, n_cols) with n_cols a multiple of kLanes (padding columns carry b = 0).
   alignas(64) T d2[kRows][kColChunk];
@@ -197,13 +299,9 @@ void exact_row_block(const T* x, const T* y_t, const T* b, int64_t row_begin, in
         // b_j r^beta in d2's place and w_j = b_j r^(beta-2), both 0 where r = 0; summed after
         // (a reduction inside the power loop can leave its accumulator in memory)
         if (want_grad) {
-#pragma omp simd
-          for (int64_t j = 0; j < nj; ++j)
-            weighted_powers<P>(dr[j], b_chunk[j], half_beta, dr[j], wr[j]);
+          weighted_powers_row<P>(dr, b_chunk, nj, pw, dr, wr);
         } else {
-#pragma omp simd
-          for (int64_t j = 0; j < nj; ++j)
-            dr[j] = weighted_power<P>(dr[j], b_chunk[j], half_beta);
+          weighted_power_row<P>(dr, b_chunk, nj, pw);
         }
 #pragma omp simd reduction(+ : chunk_sum)
         for (int64_t j = 0; j < nj; ++j) chunk_sum += dr[j];
@@ -326,7 +424,8 @@ struct ColumnTotals {
 
 template <Power P, typename T>
 void gemm_row_block(const T* x, const T* y, const T* c, const T* y_t, const T* y_sq, const T* b,
-                    int64_t row_begin, int64_t row_end, const GemmInputs& s, T half_beta, T tol,
+                    int64_t row_begin, int64_t row_end, const GemmInputs& s, const PowerParams<T>& pw,
+                    T tol,
                     bool exclude_diag, bool want_grad, T* rowsum, T* wdiff,
                     const T* a = nullptr, const ColumnTotals* cols = nullptr) {
   // cols (with the row weights a): also the column side, in the same pass (want_grad, no
@@ -360,6 +459,7 @@ void gemm_row_block(const T* x, const T* y, const T* c, const T* y_t, const T* y
   // two-sided: u_ij of this block's rows (row-major, kColChunk apart) and the chunk's column sums
   std::vector<T> u(cols ? n_rows * kColChunk : 0);
   std::vector<T> col_value(cols ? kColChunk : 0), col_weight(cols ? kColChunk : 0);
+  const std::vector<T> ones(cols ? kColChunk : 0, T(1));
   for (int64_t j0 = upper_triangle_start(upper, row_begin); j0 < n_cols; j0 += kColChunk) {
     const int64_t nj = std::min(kColChunk, n_cols - j0);
     const T* b_chunk = b + j0;
@@ -419,24 +519,19 @@ void gemm_row_block(const T* x, const T* y, const T* c, const T* y_t, const T* y
           T* ur = u.data() + (row - row_begin) * kColChunk;
           T* cv = col_value.data();
           T* cw = col_weight.data();
+          weighted_powers_row<P>(dr, ones.data(), nj, pw, dr, wr);  // r^beta, r^(beta - 2)
 #pragma omp simd
           for (int64_t j = 0; j < nj; ++j) {
-            T power, over_d2;
-            weighted_powers<P>(dr[j], T(1), half_beta, power, over_d2);
-            dr[j] = b_chunk[j] * power;
-            wr[j] = b_chunk[j] * over_d2;
-            cv[j] += ai * power;
-            ur[j] = ai * over_d2;
+            cv[j] += ai * dr[j];
+            ur[j] = ai * wr[j];
             cw[j] += ur[j];
+            dr[j] *= b_chunk[j];
+            wr[j] *= b_chunk[j];
           }
         } else if (want_grad) {
-#pragma omp simd
-          for (int64_t j = 0; j < nj; ++j)
-            weighted_powers<P>(dr[j], b_chunk[j], half_beta, dr[j], wr[j]);
+          weighted_powers_row<P>(dr, b_chunk, nj, pw, dr, wr);
         } else {
-#pragma omp simd
-          for (int64_t j = 0; j < nj; ++j)
-            dr[j] = weighted_power<P>(dr[j], b_chunk[j], half_beta);
+          weighted_power_row<P>(dr, b_chunk, nj, pw);
         }
         T chunk_sum = T(0);
 #pragma omp simd reduction(+ : chunk_sum)
@@ -556,12 +651,12 @@ void exact(const at::Tensor& xc, const at::Tensor& y_t, const at::Tensor& bc, do
     const T* bp = bc.data_ptr<T>();
     T* rp = rowsum.data_ptr<T>();
     T* wp = want_grad ? wdiff.data_ptr<T>() : nullptr;
-    const T half_beta = static_cast<T>(0.5 * beta);
+    const PowerParams<T> pw(beta);
     dispatch_power(beta, [&](auto power) {
       for_each_row_block(batch, n_rows, kRowBlock, [&](int64_t bi, int64_t lo, int64_t hi) {
         exact_row_block<decltype(power)::value, T>(
             xp + bi * n_rows * dim, ytp + bi * dim * n_cols, bp + bi * n_cols, lo, hi, n_cols,
-            dim, half_beta, exclude_diag, want_grad, rp + bi * n_rows,
+            dim, pw, exclude_diag, want_grad, rp + bi * n_rows,
             want_grad ? wp + bi * n_rows * dim : nullptr);
       });
     });
@@ -622,7 +717,7 @@ void gemm_pass(const at::Tensor& x, const at::Tensor& y, const at::Tensor& centr
       double* base = totals.data() + (thread * batch + bi) * per_batch;
       return ColumnTotals{base, base + cols, base + 2 * cols};
     };
-    const T half_beta = static_cast<T>(0.5 * beta);
+    const PowerParams<T> pw(beta);
     dispatch_power(beta, [&](auto power) {
       for_each_row_block(batch, n_rows, kGemmRowBlock, [&](int64_t bi, int64_t lo, int64_t hi) {
         ColumnTotals mine{};
@@ -630,7 +725,7 @@ void gemm_pass(const at::Tensor& x, const at::Tensor& y, const at::Tensor& centr
         gemm_row_block<decltype(power)::value, T>(
             xp + bi * n_rows * dim, yp + bi * n_cols * dim, cp + bi * dim,
             y_t.data() + bi * dim * cols, y_sq.data() + bi * cols, bp + bi * cols, lo, hi, s,
-            half_beta, static_cast<T>(tol), exclude_diag, want_grad, rp + bi * n_rows,
+            pw, static_cast<T>(tol), exclude_diag, want_grad, rp + bi * n_rows,
             want_grad ? wp + bi * n_rows * dim : nullptr, a ? ap + bi * n_rows : nullptr,
             a ? &mine : nullptr);
       });
@@ -680,7 +775,7 @@ void gemm_two_sided(const at::Tensor& x, const at::Tensor& y, const at::Tensor& 
 // all m + m(m-1)/2 distances from exact differences, and (if want_grad) the gradients of score_b
 // with respect to the samples (gy) and the target (gx) in the same pass.
 template <Power P, typename T>
-T energy_score_target(const T* y, const T* x, int64_t m, int64_t dim, T half_beta, T beta,
+T energy_score_target(const T* y, const T* x, int64_t m, int64_t dim, const PowerParams<T>& pw, T beta,
                       bool want_grad, T* gy, T* gx, T* diff) {
   const double cross_scale = 1.0 / m, self_scale = 1.0 / (double(m) * (m - 1));
   if (want_grad) {
@@ -701,7 +796,7 @@ T energy_score_target(const T* y, const T* x, int64_t m, int64_t dim, T half_bet
       }
       if (!(d2 > T(0))) continue;
       T value, value_over_d2;
-      weighted_powers<P>(d2, T(1), half_beta, value, value_over_d2);
+      weighted_powers<P>(d2, T(1), pw, value, value_over_d2);
       const double factor = k == j ? cross_scale : -self_scale;
       total += factor * value;
       if (want_grad) {
@@ -730,13 +825,14 @@ void energy_score_direct(const at::Tensor& samples, const at::Tensor& target, do
     T* sp = scores.data_ptr<T>();
     T* gyp = want_grad ? grad_samples.data_ptr<T>() : nullptr;
     T* gxp = want_grad ? grad_target.data_ptr<T>() : nullptr;
-    const T half_beta = static_cast<T>(0.5 * beta), tbeta = static_cast<T>(beta);
+    const PowerParams<T> pw(beta);
+    const T tbeta = static_cast<T>(beta);
     dispatch_power(beta, [&](auto power) {
       at::parallel_for(0, batch, 64, [&](int64_t begin, int64_t end) {
         std::vector<T> diff(dim);
         for (int64_t bi = begin; bi < end; ++bi) {
           sp[bi] = energy_score_target<decltype(power)::value, T>(
-              yp + bi * m * dim, xp + bi * dim, m, dim, half_beta, tbeta, want_grad,
+              yp + bi * m * dim, xp + bi * dim, m, dim, pw, tbeta, want_grad,
               want_grad ? gyp + bi * m * dim : nullptr, want_grad ? gxp + bi * dim : nullptr,
               diff.data());
         }

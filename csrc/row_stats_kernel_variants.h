@@ -2,6 +2,9 @@
 #pragma once
 #include <torch/extension.h>
 
+#include <cstdlib>
+#include <string>
+
 namespace energyflow_cpu {
 
 // Column (and, for the GEMM path, feature) padding that every variant accepts.
@@ -29,10 +32,17 @@ EF_DECLARE_KERNELS
 }
 #undef EF_DECLARE_KERNELS
 
-inline bool cpu_has_avx2_fma() {
+// The AVX2 + FMA variant runs where the CPU has both, unless the environment variable
+// ENERGYFLOW_CPU_KERNEL is "generic" when the extension first runs (the tests check the
+// portable variant that way).
+inline bool use_avx2_fma() {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
+  static const bool use = [] {
+    const char* forced = std::getenv("ENERGYFLOW_CPU_KERNEL");
+    if (forced != nullptr && std::string(forced) == "generic") return false;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return use;
 #else
   return false;
 #endif
