@@ -12,9 +12,12 @@
 //            pairs within the expansion's rounding of 0 recomputed exactly.
 // No N x M buffer: Y streams past each block of rows in 256-column chunks copied into one
 // contiguous panel. Tasks are (batch, row block) pairs, run in parallel with at::parallel_for
-// (OpenMP in torch's CPU builds); each task owns its rows, so results do not depend on the thread
-// count or schedule. A second kernel, energy_score_direct, takes every pair of each target of an
-// energy score with few samples. The loops live in row_stats_kernel.h, compiled twice (baseline
+// (OpenMP in torch's CPU builds); each task owns its rows, so row results do not depend on the
+// thread count or schedule. Two-sided passes (cross_stats: both sides of a cross sum; self_stats:
+// a self sum from the pairs j > i) also give the columns their terms from the same powers, through
+// per-thread column totals summed in thread order (deterministic for a thread count). A second
+// kernel, energy_score_direct, takes every pair of each target of an energy score with few
+// samples. The loops live in row_stats_kernel.h, compiled twice (baseline
 // and AVX2+FMA) and chosen at run time.
 #include <torch/extension.h>
 
@@ -47,80 +50,97 @@ int64_t padding(int64_t size) {
 }
 
 // Exact differences: Y transposed to (B, D, M_pad), padded with zero-weight columns.
-std::vector<at::Tensor> row_stats_exact(const at::Tensor& x, const at::Tensor& y,
-                                        const at::Tensor& b, double beta, bool exclude_diag,
-                                        bool want_grad) {
+void row_stats_exact(const at::Tensor& x, const at::Tensor& y, const at::Tensor& b, double beta,
+                     bool exclude_diag, bool want_grad, at::Tensor& rowsum, at::Tensor& wdiff,
+                     const energyflow_cpu::ColumnSide* column_side) {
   const at::Tensor xc = x.contiguous();
   const int64_t pad = padding(y.size(1));
   const at::Tensor y_t = at::constant_pad_nd(y.transpose(1, 2), {0, pad}, 0).contiguous();
   const at::Tensor bc = at::constant_pad_nd(b, {0, pad}, 0).contiguous();
-  at::Tensor rowsum = at::empty({x.size(0), x.size(1)}, x.options());
-  at::Tensor wdiff = want_grad ? at::empty_like(xc) : at::empty({0}, x.options());
   if (energyflow_cpu::use_avx2_fma()) {
-    energyflow_cpu::avx2::exact(xc, y_t, bc, beta, exclude_diag, want_grad, rowsum, wdiff);
+    energyflow_cpu::avx2::exact(xc, y_t, bc, beta, exclude_diag, want_grad, rowsum, wdiff,
+                                column_side);
   } else {
-    energyflow_cpu::generic::exact(xc, y_t, bc, beta, exclude_diag, want_grad, rowsum, wdiff);
+    energyflow_cpu::generic::exact(xc, y_t, bc, beta, exclude_diag, want_grad, rowsum, wdiff,
+                                   column_side);
   }
-  return {rowsum, wdiff};
 }
 
 // Dot products on both sets centred on the mean of Y (every sum is translation-invariant, and the
 // expansion then does not cancel for data far from the origin). The kernel keeps one centred,
 // transposed copy of Y and centres and pads each block of rows and column chunk as it goes.
-std::vector<at::Tensor> row_stats_gemm(const at::Tensor& x, const at::Tensor& y,
-                                       const at::Tensor& b, double beta, bool exclude_diag,
-                                       bool want_grad) {
+void row_stats_gemm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& b, double beta,
+                    bool exclude_diag, bool want_grad, at::Tensor& rowsum, at::Tensor& wdiff,
+                    const energyflow_cpu::ColumnSide* column_side) {
   const at::Tensor xc = x.contiguous(), yc = y.contiguous();
   // the centre summed in double, then rounded: any common shift leaves every distance unchanged
   const at::Tensor centre = yc.sum(1, false, at::kDouble).div(y.size(1)).to(x.scalar_type());
   const at::Tensor bc = at::constant_pad_nd(b, {0, padding(y.size(1))}, 0).contiguous();
-  // d2 below tol (|x|^2 + |y|^2) is within the expansion's rounding: recomputed exactly.
+  // d2 below tol (|x|^2 + |y|^2) is within the expansion's rounding of 0: recomputed exactly.
   const double tol = x.scalar_type() == at::kDouble ? std::ldexp(1.0, -26) : std::ldexp(1.0, -10);
-  at::Tensor rowsum = at::empty({x.size(0), x.size(1)}, x.options());
-  at::Tensor wdiff = want_grad ? at::empty_like(xc) : at::empty({0}, x.options());
   if (energyflow_cpu::use_avx2_fma()) {
     energyflow_cpu::avx2::gemm(xc, yc, centre, bc, beta, tol, exclude_diag, want_grad, rowsum,
-                               wdiff);
+                               wdiff, column_side);
   } else {
     energyflow_cpu::generic::gemm(xc, yc, centre, bc, beta, tol, exclude_diag, want_grad, rowsum,
-                                  wdiff);
+                                  wdiff, column_side);
   }
-  return {rowsum, wdiff};
 }
 
-// Both sides of a cross sum with gradients in one GEMM pass (x rows with weights a, y columns
-// with weights b): rowsum, wdiff as row_stats, and colsum_j = sum_i a_i r_ij^beta, col_wdiff_j =
-// sum_i a_i r_ij^(beta-2) (y_j - x_i).
-std::vector<at::Tensor> cross_stats(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
-                                    const at::Tensor& b, double beta) {
-  check_inputs(x, y, b, false);
-  check_inputs(y, x, a, false);
-  const at::Tensor xc = x.contiguous(), yc = y.contiguous(), ac = a.contiguous();
-  const at::Tensor centre = yc.sum(1, false, at::kDouble).div(y.size(1)).to(x.scalar_type());
-  const at::Tensor bc = at::constant_pad_nd(b, {0, padding(y.size(1))}, 0).contiguous();
-  const double tol = x.scalar_type() == at::kDouble ? std::ldexp(1.0, -26) : std::ldexp(1.0, -10);
-  at::Tensor rowsum = at::empty({x.size(0), x.size(1)}, x.options());
-  at::Tensor wdiff = at::empty_like(xc);
-  at::Tensor colsum = at::empty({y.size(0), y.size(1)}, y.options());
-  at::Tensor col_wdiff = at::empty_like(yc);
-  if (energyflow_cpu::use_avx2_fma()) {
-    energyflow_cpu::avx2::gemm_two_sided(xc, yc, centre, ac, bc, beta, tol, rowsum, wdiff, colsum,
-                                         col_wdiff);
+void check_method(const std::string& method) {
+  TORCH_CHECK(method == "exact" || method == "gemm",
+              "energyflow._C: method must be 'exact' or 'gemm'");
+}
+
+// One pass of the chosen method; column_side: also the columns' statistics (want_grad).
+void run_pass(const at::Tensor& x, const at::Tensor& y, const at::Tensor& b, double beta,
+              bool exclude_diag, bool want_grad, const std::string& method, at::Tensor& rowsum,
+              at::Tensor& wdiff, const energyflow_cpu::ColumnSide* column_side) {
+  check_method(method);
+  if (method == "gemm") {
+    row_stats_gemm(x, y, b, beta, exclude_diag, want_grad, rowsum, wdiff, column_side);
   } else {
-    energyflow_cpu::generic::gemm_two_sided(xc, yc, centre, ac, bc, beta, tol, rowsum, wdiff,
-                                            colsum, col_wdiff);
+    row_stats_exact(x, y, b, beta, exclude_diag, want_grad, rowsum, wdiff, column_side);
   }
-  return {rowsum, wdiff, colsum, col_wdiff};
 }
 
 std::vector<at::Tensor> row_stats(const at::Tensor& x, const at::Tensor& y, const at::Tensor& b,
                                   double beta, bool exclude_diag, bool want_grad,
                                   const std::string& method) {
   check_inputs(x, y, b, exclude_diag);
-  TORCH_CHECK(method == "exact" || method == "gemm",
-              "energyflow._C.row_stats: method must be 'exact' or 'gemm'");
-  if (method == "gemm") return row_stats_gemm(x, y, b, beta, exclude_diag, want_grad);
-  return row_stats_exact(x, y, b, beta, exclude_diag, want_grad);
+  at::Tensor rowsum = at::empty({x.size(0), x.size(1)}, x.options());
+  at::Tensor wdiff = want_grad ? at::empty_like(x) : at::empty({0}, x.options());
+  run_pass(x, y, b, beta, exclude_diag, want_grad, method, rowsum, wdiff, nullptr);
+  return {rowsum, wdiff};
+}
+
+// Both sides of a cross sum with gradients in one pass (x rows with weights a, y columns with
+// weights b): rowsum, wdiff as row_stats, and colsum_j = sum_i a_i r_ij^beta, col_wdiff_j =
+// sum_i a_i r_ij^(beta-2) (y_j - x_i).
+std::vector<at::Tensor> cross_stats(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
+                                    const at::Tensor& b, double beta, const std::string& method) {
+  check_inputs(x, y, b, false);
+  check_inputs(y, x, a, false);
+  energyflow_cpu::ColumnSide columns{a.contiguous(), at::empty({y.size(0), y.size(1)}, y.options()),
+                                     at::empty(y.sizes(), y.options())};
+  at::Tensor rowsum = at::empty({x.size(0), x.size(1)}, x.options());
+  at::Tensor wdiff = at::empty(x.sizes(), x.options());
+  run_pass(x, y, b, beta, false, true, method, rowsum, wdiff, &columns);
+  return {rowsum, wdiff, columns.colsum, columns.col_wdiff};
+}
+
+// The self sum's row statistics with gradients (rowsum_i = sum_{j != i} b_j r_ij^beta, wdiff as
+// row_stats) from the pairs j > i alone: a two-sided pass over the upper triangle gives each row
+// its terms j > i and each column its terms i < j.
+std::vector<at::Tensor> self_stats(const at::Tensor& x, const at::Tensor& b, double beta,
+                                   const std::string& method) {
+  check_inputs(x, x, b, true);
+  energyflow_cpu::ColumnSide columns{b.contiguous(), at::empty({x.size(0), x.size(1)}, x.options()),
+                                     at::empty(x.sizes(), x.options())};
+  at::Tensor rowsum = at::empty({x.size(0), x.size(1)}, x.options());
+  at::Tensor wdiff = at::empty(x.sizes(), x.options());
+  run_pass(x, x, b, beta, true, true, method, rowsum, wdiff, &columns);
+  return {rowsum.add_(columns.colsum), wdiff.add_(columns.col_wdiff)};
 }
 
 std::vector<at::Tensor> energy_score_direct(const at::Tensor& samples, const at::Tensor& target,
@@ -157,12 +177,18 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "wdiff_i = sum_j b_j r_ij^(beta-2) (x_i - y_j); x (B,N,D), y (B,M,D), b (B,M); "
         "method 'exact' (differences) or 'gemm' (dot products, close pairs recomputed exactly)",
         py::arg("x"), py::arg("y"), py::arg("b"), py::arg("beta"), py::arg("exclude_diag"),
-        py::arg("want_grad"), py::arg("method") = "exact", py::call_guard<py::gil_scoped_release>());
+        py::arg("want_grad"), py::arg("method") = "exact",
+        py::call_guard<py::gil_scoped_release>());
   m.def("cross_stats", &cross_stats,
-        "row_stats (gemm, with gradients) of x (B,N,D) against y (B,M,D) with weights b (B,M), "
+        "row_stats (with gradients) of x (B,N,D) against y (B,M,D) with weights b (B,M), "
         "and the same for the columns: colsum_j = sum_i a_i r_ij^beta, col_wdiff_j = sum_i a_i "
         "r_ij^(beta-2) (y_j - x_i), a (B,N); one pass",
         py::arg("x"), py::arg("y"), py::arg("a"), py::arg("b"), py::arg("beta"),
+        py::arg("method") = "gemm", py::call_guard<py::gil_scoped_release>());
+  m.def("self_stats", &self_stats,
+        "row_stats(x, x, b, beta, exclude_diag=True, want_grad=True) from one pass over the "
+        "pairs j > i (each pair's power once, its terms added to both ends)",
+        py::arg("x"), py::arg("b"), py::arg("beta"), py::arg("method") = "gemm",
         py::call_guard<py::gil_scoped_release>());
   m.def("energy_score_direct", &energy_score_direct,
         "per-target energy scores of samples (B,m,D) against target (B,D) from all pairs, and "

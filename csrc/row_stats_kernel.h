@@ -2,7 +2,7 @@
 // Included twice: once compiled for the baseline ISA and once for AVX2+FMA, each inside its own
 // namespace (EF_KERNEL_NAMESPACE), so one portable binary runs the fast variant where the CPU
 // has it. No include guard on purpose; include <torch/extension.h>, <algorithm>, <cmath>,
-// <cstdint>, <cstring> and <vector> before this file.
+// <cstdint>, <cstring>, <optional> and <vector> before this file.
 #ifndef EF_KERNEL_NAMESPACE
 #error "define EF_KERNEL_NAMESPACE before including row_stats_kernel.h"
 #endif
@@ -227,12 +227,44 @@ inline void copy_panel(const T* y_t, int64_t n_cols, int64_t j0, int64_t nj, int
     std::copy(y_t + k * n_cols + j0, y_t + k * n_cols + j0 + nj, panel + k * nj);
 }
 
-// A self sum without gradients (exclude_diag, !want_grad) is symmetric: sum_{i != j} b_i b_j
-// r_ij^beta = 2 sum_{i < j}. Its row pass then visits only the pairs j > i and returns
-// rowsum_i = 2 sum_{j > i} b_j r_ij^beta: not the full row sum, but the same weighted total
-// sum_i b_i rowsum_i, which is all a self sum without gradients uses; half the work.
+// A self sum is symmetric: sum_{i != j} b_i b_j r_ij^beta = 2 sum_{i < j}. Without gradients
+// (exclude_diag, !want_grad) its row pass visits only the pairs j > i and returns rowsum_i =
+// 2 sum_{j > i} b_j r_ij^beta: not the full row sum, but the same weighted total sum_i b_i
+// rowsum_i, which is all a self sum without gradients uses; half the work. With gradients, a
+// two-sided pass (below) over the pairs j > i gives the rows their terms j > i and the columns
+// theirs i < j; the caller adds the two (self_stats). Either way the row blocks are ordered so
+// that each thread gets as many pairs (balanced_block).
 inline int64_t upper_triangle_start(bool upper, int64_t row_begin) {
   return upper ? (row_begin / kColChunk) * kColChunk : 0;  // the chunk holding the diagonal
+}
+
+// The column side of a two-sided pass (rows x_i with weights a_i against columns y_j): one
+// thread's running totals over the row blocks it handled, each (n_cols_pad) or (n_cols_pad,
+// dim): value_j = sum_i a_i r^beta, and sum_i u_ij (y_j - x_i), u_ij = a_i r^(beta - 2), as
+// (y_j - c) weight_j + rest_j. The exact path keeps weight_j = 0 and rest_j the whole sum (exact
+// differences); the GEMM path keeps weight_j = sum of u_ij over the pairs not recomputed
+// exactly, and rest_j = the close pairs' u_ij (y_j - x_i) from the raw rows minus the others'
+// u_ij (x_i - c).
+struct ColumnTotals {
+  double* value;
+  double* weight;
+  double* rest;
+};
+
+// A row of a two-sided pass: the powers p_j = r^beta and w_j = r^(beta - 2) (weights 1) become the
+// row side's b_j r^beta and b_j r^(beta - 2); the column side's a_i r^beta is added to col_value,
+// u_j = a_i r^(beta - 2) stored and added to col_weight.
+template <typename T>
+inline void split_two_sided(T* p, T* w, const T* b, T a_i, int64_t n, T* u, T* col_value,
+                            T* col_weight) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    col_value[j] += a_i * p[j];
+    u[j] = a_i * w[j];
+    col_weight[j] += u[j];
+    p[j] *= b[j];
+    w[j] *= b[j];
+  }
 }
 
 // Zero the pairs this row must skip: the diagonal, and in the upper-triangle mode every j <= i.
@@ -250,22 +282,33 @@ inline void drop_below_diagonal(T* values, int64_t diag, int64_t nj, bool upper)
 template <Power P, typename T>
 void exact_row_block(const T* x, const T* y_t, const T* b, int64_t row_begin, int64_t row_end,
                      int64_t n_cols, int64_t dim, const PowerParams<T>& pw, bool exclude_diag,
-                     bool want_grad,
-                     T* rowsum, T* wdiff) {
+                     bool want_grad, T* rowsum, T* wdiff, const T* a = nullptr,
+                     const ColumnTotals* cols = nullptr) {
   // y_t is (dim, n_cols) with n_cols a multiple of kLanes (padding columns carry b = 0).
+  // cols (with the row weights a): also the column side, in the same pass (want_grad)
   alignas(64) T d2[kRows][kColChunk];
   alignas(64) T w[kRows][kColChunk];
+  alignas(64) T u[kRows][kColChunk];
   const int64_t n_rows = row_end - row_begin;
   // Totals across column chunks in double: the per-chunk sums are short and stay in T.
   std::vector<double> row_total(n_rows, 0.0);
   std::vector<double> wdiff_total(want_grad ? n_rows * dim : 0, 0.0);
 
-  const bool upper = exclude_diag && !want_grad;  // see upper_triangle_start
+  const bool upper = exclude_diag && (!want_grad || cols);  // see upper_triangle_start
   std::vector<T> panel(dim * kColChunk);
+  // two-sided: the chunk's column sums of a_i r^beta, u_ij and u_ij (y_j - x_i) (dim, nj)
+  std::vector<T> col_value(cols ? kColChunk : 0), col_weight(cols ? kColChunk : 0);
+  std::vector<T> col_grad(cols ? dim * kColChunk : 0);
+  const std::vector<T> ones(cols ? kColChunk : 0, T(1));
   for (int64_t j0 = upper_triangle_start(upper, row_begin); j0 < n_cols; j0 += kColChunk) {
     const int64_t nj = std::min(kColChunk, n_cols - j0);
     const T* b_chunk = b + j0;
     copy_panel(y_t, n_cols, j0, nj, dim, panel.data());
+    if (cols) {
+      std::fill(col_value.begin(), col_value.end(), T(0));
+      std::fill(col_weight.begin(), col_weight.end(), T(0));  // (kept by split_two_sided only)
+      std::fill(col_grad.begin(), col_grad.end(), T(0));
+    }
     for (int64_t i = row_begin; i < row_end; i += kRows) {
       const int64_t rows_here = std::min(kRows, row_end - i);
       const T* xr[kRows];
@@ -298,7 +341,11 @@ void exact_row_block(const T* x, const T* y_t, const T* b, int64_t row_begin, in
         T* dr = d2[r];
         // b_j r^beta in d2's place and w_j = b_j r^(beta-2), both 0 where r = 0; summed after
         // (a reduction inside the power loop can leave its accumulator in memory)
-        if (want_grad) {
+        if (cols) {
+          weighted_powers_row<P>(dr, ones.data(), nj, pw, dr, wr);
+          split_two_sided(dr, wr, b_chunk, a[i + r], nj, u[r], col_value.data(),
+                          col_weight.data());
+        } else if (want_grad) {
           weighted_powers_row<P>(dr, b_chunk, nj, pw, dr, wr);
         } else {
           weighted_power_row<P>(dr, b_chunk, nj, pw);
@@ -308,7 +355,33 @@ void exact_row_block(const T* x, const T* y_t, const T* b, int64_t row_begin, in
         row_total[i + r - row_begin] += chunk_sum;
       }
 
-      if (want_grad) {
+      if (cols) {
+        // both sides at once, per feature: t_rj = x_rk - y_jk gives the rows sum_j w_rj t_rj
+        // and the columns -sum_r u_rj t_rj (rows past rows_here have w = u = 0)
+        for (int64_t r = rows_here; r < kRows; ++r) {
+          std::fill(w[r], w[r] + nj, T(0));
+          std::fill(u[r], u[r] + nj, T(0));
+        }
+        for (int64_t k = 0; k < dim; ++k) {
+          const T* yk = panel.data() + k * nj;
+          T* grad = col_grad.data() + k * nj;
+          const T x0 = xr[0][k], x1 = xr[1][k], x2 = xr[2][k], x3 = xr[3][k];
+          T acc0 = T(0), acc1 = T(0), acc2 = T(0), acc3 = T(0);
+#pragma omp simd reduction(+ : acc0, acc1, acc2, acc3)
+          for (int64_t j = 0; j < nj; ++j) {
+            const T yv = yk[j];
+            const T t0 = x0 - yv, t1 = x1 - yv, t2 = x2 - yv, t3 = x3 - yv;
+            acc0 += w[0][j] * t0;
+            acc1 += w[1][j] * t1;
+            acc2 += w[2][j] * t2;
+            acc3 += w[3][j] * t3;
+            grad[j] -= (u[0][j] * t0 + u[1][j] * t1) + (u[2][j] * t2 + u[3][j] * t3);
+          }
+          const T acc[kRows] = {acc0, acc1, acc2, acc3};
+          for (int64_t r = 0; r < rows_here; ++r)
+            wdiff_total[(i + r - row_begin) * dim + k] += acc[r];
+        }
+      } else if (want_grad) {
         for (int64_t r = 0; r < rows_here; ++r) {
           const T* wr = w[r];
           for (int64_t k = 0; k < dim; ++k) {
@@ -322,9 +395,17 @@ void exact_row_block(const T* x, const T* y_t, const T* b, int64_t row_begin, in
         }
       }
     }
+    if (cols) {
+      for (int64_t j = 0; j < nj; ++j) {
+        cols->value[j0 + j] += col_value[j];
+        double* rest = cols->rest + (j0 + j) * dim;
+        for (int64_t k = 0; k < dim; ++k) rest[k] += col_grad[k * nj + j];
+      }
+    }
   }
+  const bool doubled = upper && !want_grad;
   for (int64_t r = 0; r < n_rows; ++r) {
-    rowsum[row_begin + r] = static_cast<T>(upper ? 2.0 * row_total[r] : row_total[r]);
+    rowsum[row_begin + r] = static_cast<T>(doubled ? 2.0 * row_total[r] : row_total[r]);
     if (want_grad) {
       for (int64_t k = 0; k < dim; ++k)
         wdiff[(row_begin + r) * dim + k] = static_cast<T>(wdiff_total[r * dim + k]);
@@ -410,26 +491,13 @@ inline T exact_square_distance(const T* a, const T* b, int64_t dim) {
   return sum;
 }
 
-// The column side of a two-sided cross pass (rows x_i with weights a_i against columns y_j):
-// one thread's running totals over the row blocks it handled, each (n_cols_pad) or
-// (n_cols_pad, dim): value_j = sum_i a_i r^beta; of the pairs not recomputed exactly, weight_j =
-// sum_i u_ij, u_ij = a_i r^(beta - 2); rest_j = sum over the close pairs of u_ij (y_j - x_i)
-// from the raw rows minus sum over the others of u_ij (x_i - c). Then sum_i u_ij (y_j - x_i) =
-// (y_j - c) weight_j + rest_j.
-struct ColumnTotals {
-  double* value;
-  double* weight;
-  double* rest;
-};
-
 template <Power P, typename T>
 void gemm_row_block(const T* x, const T* y, const T* c, const T* y_t, const T* y_sq, const T* b,
-                    int64_t row_begin, int64_t row_end, const GemmInputs& s, const PowerParams<T>& pw,
-                    T tol,
-                    bool exclude_diag, bool want_grad, T* rowsum, T* wdiff,
-                    const T* a = nullptr, const ColumnTotals* cols = nullptr) {
-  // cols (with the row weights a): also the column side, in the same pass (want_grad, no
-  // exclude_diag)
+                    int64_t row_begin, int64_t row_end, const GemmInputs& s,
+                    const PowerParams<T>& pw, T tol, bool exclude_diag, bool want_grad,
+                    T* rowsum, T* wdiff, const T* a = nullptr,
+                    const ColumnTotals* cols = nullptr) {
+  // cols (with the row weights a): also the column side, in the same pass (want_grad)
   // x: (n_rows, dim), y: (n_cols, dim) raw; c: (dim); y_t: (dim, n_cols_pad) centred, zero
   // past the real columns; y_sq: (n_cols_pad) |y_j - c|^2.
   alignas(64) T d2[kRows][kColChunk];
@@ -453,7 +521,7 @@ void gemm_row_block(const T* x, const T* y, const T* c, const T* y_t, const T* y
     xs_sq[r] = sq;
   }
 
-  const bool upper = exclude_diag && !want_grad;  // see upper_triangle_start
+  const bool upper = exclude_diag && (!want_grad || cols);  // see upper_triangle_start
   std::vector<T> panel(dim * kColChunk);
   std::vector<T> chunk_rows(want_grad ? kColChunk * dim_pad : 0);
   // two-sided: u_ij of this block's rows (row-major, kColChunk apart) and the chunk's column sums
@@ -520,14 +588,7 @@ void gemm_row_block(const T* x, const T* y, const T* c, const T* y_t, const T* y
           T* cv = col_value.data();
           T* cw = col_weight.data();
           weighted_powers_row<P>(dr, ones.data(), nj, pw, dr, wr);  // r^beta, r^(beta - 2)
-#pragma omp simd
-          for (int64_t j = 0; j < nj; ++j) {
-            cv[j] += ai * dr[j];
-            ur[j] = ai * wr[j];
-            cw[j] += ur[j];
-            dr[j] *= b_chunk[j];
-            wr[j] *= b_chunk[j];
-          }
+          split_two_sided(dr, wr, b_chunk, ai, nj, ur, cv, cw);
         } else if (want_grad) {
           weighted_powers_row<P>(dr, b_chunk, nj, pw, dr, wr);
         } else {
@@ -599,8 +660,9 @@ void gemm_row_block(const T* x, const T* y, const T* c, const T* y_t, const T* y
       }
     }
   }
+  const bool doubled = upper && !want_grad;
   for (int64_t r = 0; r < n_rows; ++r) {
-    rowsum[row_begin + r] = static_cast<T>(upper ? 2.0 * row_total[r] : row_total[r]);
+    rowsum[row_begin + r] = static_cast<T>(doubled ? 2.0 * row_total[r] : row_total[r]);
     if (want_grad) {
       const T* xrow = xs.data() + r * dim_pad;
       for (int64_t k = 0; k < dim; ++k) {
@@ -613,13 +675,23 @@ void gemm_row_block(const T* x, const T* y, const T* c, const T* y_t, const T* y
 }
 
 // ---- drivers -----------------------------------------------------------------------------------
+// Row block p of a batch's n blocks in the balanced order 0, n - 1, 1, n - 2, ...: at::parallel_for
+// hands each thread a contiguous run of tasks, and in the upper-triangle mode block p has about
+// n - p blocks of pairs, so neighbouring tasks pair a long row block with a short one.
+inline int64_t balanced_block(int64_t task, int64_t n_blocks) {
+  const int64_t half = task / 2;
+  return task % 2 == 0 ? half : n_blocks - 1 - half;
+}
+
 template <typename F>
-void for_each_row_block(int64_t batch, int64_t n_rows, int64_t block, const F& body) {
+void for_each_row_block(int64_t batch, int64_t n_rows, int64_t block, bool balanced,
+                        const F& body) {
   const int64_t blocks_per_batch = (n_rows + block - 1) / block;
   at::parallel_for(0, batch * blocks_per_batch, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t bi = task / blocks_per_batch;
-      const int64_t row_begin = (task % blocks_per_batch) * block;
+      const int64_t p = task % blocks_per_batch;
+      const int64_t row_begin = (balanced ? balanced_block(p, blocks_per_batch) : p) * block;
       body(bi, row_begin, std::min(row_begin + block, n_rows));
     }
   });
@@ -638,10 +710,68 @@ void dispatch_power(double beta, const F& body) {
   }
 }
 
+// The column totals of a two-sided pass, one set per thread (threads x B x M_pad x (2 + D)
+// doubles; the caller bounds it), summed in thread order at the end: deterministic for a thread
+// count.
+class ThreadColumnTotals {
+ public:
+  ThreadColumnTotals(int64_t batch, int64_t cols, int64_t dim)
+      : threads_(at::get_num_threads()),
+        batch_(batch),
+        cols_(cols),
+        dim_(dim),
+        data_(threads_ * batch * cols * (2 + dim), 0.0) {}
+
+  // the totals of the calling thread for batch bi
+  ColumnTotals mine(int64_t bi) {
+    return at(std::min<int64_t>(at::get_thread_num(), threads_ - 1), bi);
+  }
+
+  // colsum (B, M) and col_wdiff (B, M, D) of columns y (B, M, D); centre (B, D) for the GEMM
+  // path's (y_j - c) weight_j, nullptr for the exact path (weight_j = 0)
+  template <typename T>
+  void finish(const T* y, const T* centre, int64_t n_cols, T* colsum, T* col_wdiff) {
+    const int64_t dim = dim_;
+    at::parallel_for(0, batch_ * n_cols, 256, [&](int64_t begin, int64_t end) {
+      std::vector<double> grad(dim);
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t bi = task / n_cols, j = task % n_cols;
+        double value = 0.0, weight = 0.0;
+        std::fill(grad.begin(), grad.end(), 0.0);
+        for (int64_t t = 0; t < threads_; ++t) {
+          const ColumnTotals part = at(t, bi);
+          value += part.value[j];
+          weight += part.weight[j];
+          const double* rest = part.rest + j * dim;
+          for (int64_t k = 0; k < dim; ++k) grad[k] += rest[k];
+        }
+        colsum[task] = static_cast<T>(value);
+        for (int64_t k = 0; k < dim; ++k) {
+          const double from_weight =
+              centre ? (double(y[task * dim + k]) - double(centre[bi * dim + k])) * weight : 0.0;
+          col_wdiff[task * dim + k] = static_cast<T>(from_weight + grad[k]);
+        }
+      }
+    });
+  }
+
+ private:
+  ColumnTotals at(int64_t thread, int64_t bi) {
+    double* base = data_.data() + (thread * batch_ + bi) * cols_ * (2 + dim_);
+    return ColumnTotals{base, base + cols_, base + 2 * cols_};
+  }
+
+  int64_t threads_, batch_, cols_, dim_;
+  std::vector<double> data_;
+};
+
 // rowsum (B, N) and, if want_grad, wdiff (B, N, D) of x (B, N, D) against y_t (B, D, M_pad)
-// with weights b (B, M_pad); M_pad a multiple of kLanes, padding columns weighted 0.
+// with weights b (B, M_pad); M_pad a multiple of kLanes, padding columns weighted 0. With a
+// column side (want_grad), also colsum (B, M) and col_wdiff (B, M, D) of the columns, whose raw
+// rows y (B, M, D) it is given.
 void exact(const at::Tensor& xc, const at::Tensor& y_t, const at::Tensor& bc, double beta,
-           bool exclude_diag, bool want_grad, at::Tensor& rowsum, at::Tensor& wdiff) {
+           bool exclude_diag, bool want_grad, at::Tensor& rowsum, at::Tensor& wdiff,
+           const ColumnSide* column_side) {
   AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "energyflow_row_stats_exact", [&] {
     using T = scalar_t;
     const int64_t batch = xc.size(0), n_rows = xc.size(1), dim = xc.size(2);
@@ -649,17 +779,29 @@ void exact(const at::Tensor& xc, const at::Tensor& y_t, const at::Tensor& bc, do
     const T* xp = xc.data_ptr<T>();
     const T* ytp = y_t.data_ptr<T>();
     const T* bp = bc.data_ptr<T>();
+    const T* ap = column_side ? column_side->a.data_ptr<T>() : nullptr;
     T* rp = rowsum.data_ptr<T>();
     T* wp = want_grad ? wdiff.data_ptr<T>() : nullptr;
+    std::optional<ThreadColumnTotals> totals;
+    if (column_side) totals.emplace(batch, n_cols, dim);
     const PowerParams<T> pw(beta);
+    const bool balanced = exclude_diag && (!want_grad || column_side);
     dispatch_power(beta, [&](auto power) {
-      for_each_row_block(batch, n_rows, kRowBlock, [&](int64_t bi, int64_t lo, int64_t hi) {
+      for_each_row_block(batch, n_rows, kRowBlock, balanced,
+                         [&](int64_t bi, int64_t lo, int64_t hi) {
+        ColumnTotals mine{};
+        if (totals) mine = totals->mine(bi);
         exact_row_block<decltype(power)::value, T>(
             xp + bi * n_rows * dim, ytp + bi * dim * n_cols, bp + bi * n_cols, lo, hi, n_cols,
             dim, pw, exclude_diag, want_grad, rp + bi * n_rows,
-            want_grad ? wp + bi * n_rows * dim : nullptr);
+            want_grad ? wp + bi * n_rows * dim : nullptr, ap ? ap + bi * n_rows : nullptr,
+            totals ? &mine : nullptr);
       });
     });
+    if (totals) {
+      totals->finish<T>(nullptr, nullptr, column_side->colsum.size(1),
+                        column_side->colsum.data_ptr<T>(), column_side->col_wdiff.data_ptr<T>());
+    }
   });
 }
 
@@ -686,15 +828,12 @@ void centred_transpose(const T* yp, const T* cp, int64_t batch, int64_t n_cols, 
 }
 
 // The GEMM path: x (B, N, D), y (B, M, D) contiguous, centre (B, D), b (B, M_pad) with zero
-// weights on the padding columns; rowsum (B, N), wdiff (B, N, D). With the row weights a (B, N)
-// (``two_sided``: want_grad, no exclude_diag) also the column side of the same pass: colsum_j =
-// sum_i a_i r^beta (B, M), col_wdiff_j = sum_i a_i r^(beta-2) (y_j - x_i) (B, M, D), from column
-// totals kept per thread (threads x B x M_pad x (2 + D) doubles; the caller bounds it) and
-// summed in thread order.
-void gemm_pass(const at::Tensor& x, const at::Tensor& y, const at::Tensor& centre,
-               const at::Tensor& bc, double beta, double tol, bool exclude_diag, bool want_grad,
-               at::Tensor& rowsum, at::Tensor& wdiff, const at::Tensor* a,
-               at::Tensor* colsum, at::Tensor* col_wdiff) {
+// weights on the padding columns; rowsum (B, N), wdiff (B, N, D). With a column side (want_grad:
+// the row weights a (B, N)), also colsum_j = sum_i a_i r^beta (B, M) and col_wdiff_j = sum_i
+// a_i r^(beta-2) (y_j - x_i) (B, M, D) in the same pass.
+void gemm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& centre, const at::Tensor& bc,
+          double beta, double tol, bool exclude_diag, bool want_grad, at::Tensor& rowsum,
+          at::Tensor& wdiff, const ColumnSide* column_side) {
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "energyflow_row_stats_gemm", [&] {
     using T = scalar_t;
     const int64_t batch = x.size(0), n_rows = x.size(1), dim = x.size(2);
@@ -703,70 +842,35 @@ void gemm_pass(const at::Tensor& x, const at::Tensor& y, const at::Tensor& centr
     const T* xp = x.data_ptr<T>();
     const T* yp = y.data_ptr<T>();
     const T* cp = centre.data_ptr<T>();
-    const T* ap = a ? a->data_ptr<T>() : nullptr;
+    const T* ap = column_side ? column_side->a.data_ptr<T>() : nullptr;
     const T* bp = bc.data_ptr<T>();
     T* rp = rowsum.data_ptr<T>();
     T* wp = want_grad ? wdiff.data_ptr<T>() : nullptr;
     std::vector<T> y_t(batch * dim * cols, T(0));
     std::vector<T> y_sq(batch * cols, T(0));
     centred_transpose(yp, cp, batch, n_cols, dim, cols, y_t.data(), y_sq.data());
-    const int64_t threads = a ? at::get_num_threads() : 0;
-    const int64_t per_batch = cols * (2 + dim);
-    std::vector<double> totals(threads * batch * per_batch, 0.0);
-    auto column_totals = [&](int64_t thread, int64_t bi) {
-      double* base = totals.data() + (thread * batch + bi) * per_batch;
-      return ColumnTotals{base, base + cols, base + 2 * cols};
-    };
+    std::optional<ThreadColumnTotals> totals;
+    if (column_side) totals.emplace(batch, cols, dim);
     const PowerParams<T> pw(beta);
+    const bool balanced = exclude_diag && (!want_grad || column_side);
     dispatch_power(beta, [&](auto power) {
-      for_each_row_block(batch, n_rows, kGemmRowBlock, [&](int64_t bi, int64_t lo, int64_t hi) {
+      for_each_row_block(batch, n_rows, kGemmRowBlock, balanced,
+                         [&](int64_t bi, int64_t lo, int64_t hi) {
         ColumnTotals mine{};
-        if (a) mine = column_totals(std::min<int64_t>(at::get_thread_num(), threads - 1), bi);
+        if (totals) mine = totals->mine(bi);
         gemm_row_block<decltype(power)::value, T>(
             xp + bi * n_rows * dim, yp + bi * n_cols * dim, cp + bi * dim,
             y_t.data() + bi * dim * cols, y_sq.data() + bi * cols, bp + bi * cols, lo, hi, s,
             pw, static_cast<T>(tol), exclude_diag, want_grad, rp + bi * n_rows,
-            want_grad ? wp + bi * n_rows * dim : nullptr, a ? ap + bi * n_rows : nullptr,
-            a ? &mine : nullptr);
+            want_grad ? wp + bi * n_rows * dim : nullptr, ap ? ap + bi * n_rows : nullptr,
+            totals ? &mine : nullptr);
       });
     });
-    if (!a) return;
-    T* csp = colsum->data_ptr<T>();
-    T* cwp = col_wdiff->data_ptr<T>();
-    at::parallel_for(0, batch * n_cols, 256, [&](int64_t begin, int64_t end) {
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t bi = task / n_cols, j = task % n_cols;
-        double value = 0.0, weight = 0.0;
-        std::vector<double> grad(dim, 0.0);
-        for (int64_t t = 0; t < threads; ++t) {
-          const ColumnTotals part = column_totals(t, bi);
-          value += part.value[j];
-          weight += part.weight[j];
-          const double* rest = part.rest + j * dim;
-          for (int64_t k = 0; k < dim; ++k) grad[k] += rest[k];
-        }
-        csp[task] = static_cast<T>(value);
-        const T* yj = yp + task * dim;
-        const T* c = cp + bi * dim;
-        for (int64_t k = 0; k < dim; ++k)
-          cwp[task * dim + k] = static_cast<T>((double(yj[k]) - double(c[k])) * weight + grad[k]);
-      }
-    });
+    if (totals) {
+      totals->finish<T>(yp, cp, n_cols, column_side->colsum.data_ptr<T>(),
+                        column_side->col_wdiff.data_ptr<T>());
+    }
   });
-}
-
-void gemm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& centre, const at::Tensor& bc,
-          double beta, double tol, bool exclude_diag, bool want_grad, at::Tensor& rowsum,
-          at::Tensor& wdiff) {
-  gemm_pass(x, y, centre, bc, beta, tol, exclude_diag, want_grad, rowsum, wdiff, nullptr, nullptr,
-            nullptr);
-}
-
-void gemm_two_sided(const at::Tensor& x, const at::Tensor& y, const at::Tensor& centre,
-                    const at::Tensor& a, const at::Tensor& bc, double beta, double tol,
-                    at::Tensor& rowsum, at::Tensor& wdiff, at::Tensor& colsum,
-                    at::Tensor& col_wdiff) {
-  gemm_pass(x, y, centre, bc, beta, tol, false, true, rowsum, wdiff, &a, &colsum, &col_wdiff);
 }
 
 // ---- energy score with few samples per target ---------------------------------------------
@@ -775,8 +879,8 @@ void gemm_two_sided(const at::Tensor& x, const at::Tensor& y, const at::Tensor& 
 // all m + m(m-1)/2 distances from exact differences, and (if want_grad) the gradients of score_b
 // with respect to the samples (gy) and the target (gx) in the same pass.
 template <Power P, typename T>
-T energy_score_target(const T* y, const T* x, int64_t m, int64_t dim, const PowerParams<T>& pw, T beta,
-                      bool want_grad, T* gy, T* gx, T* diff) {
+T energy_score_target(const T* y, const T* x, int64_t m, int64_t dim, const PowerParams<T>& pw,
+                      T beta, bool want_grad, T* gy, T* gx, T* diff) {
   const double cross_scale = 1.0 / m, self_scale = 1.0 / (double(m) * (m - 1));
   if (want_grad) {
     std::fill(gy, gy + m * dim, T(0));

@@ -10,16 +10,22 @@ namespace energyflow_cpu {
 // Column (and, for the GEMM path, feature) padding that every variant accepts.
 constexpr int64_t kPadColumns = 16;
 
+// The column side of a two-sided pass of rows x_i (weights a) against columns y_j: colsum_j =
+// sum_i a_i r_ij^beta (B, M) and col_wdiff_j = sum_i a_i r_ij^(beta-2) (y_j - x_i) (B, M, D),
+// both written by the pass.
+struct ColumnSide {
+  at::Tensor a;          // (B, N), contiguous
+  at::Tensor colsum;     // (B, M)
+  at::Tensor col_wdiff;  // (B, M, D)
+};
+
 #define EF_DECLARE_KERNELS                                                                    \
   void exact(const at::Tensor& xc, const at::Tensor& y_t, const at::Tensor& bc, double beta, \
-             bool exclude_diag, bool want_grad, at::Tensor& rowsum, at::Tensor& wdiff);      \
+             bool exclude_diag, bool want_grad, at::Tensor& rowsum, at::Tensor& wdiff,       \
+             const ColumnSide* column_side);                                                 \
   void gemm(const at::Tensor& x, const at::Tensor& y, const at::Tensor& centre,             \
             const at::Tensor& bc, double beta, double tol, bool exclude_diag, bool want_grad, \
-            at::Tensor& rowsum, at::Tensor& wdiff);                                           \
-  void gemm_two_sided(const at::Tensor& x, const at::Tensor& y, const at::Tensor& centre,   \
-                      const at::Tensor& a, const at::Tensor& bc, double beta, double tol,   \
-                      at::Tensor& rowsum, at::Tensor& wdiff, at::Tensor& colsum,            \
-                      at::Tensor& col_wdiff);                                               \
+            at::Tensor& rowsum, at::Tensor& wdiff, const ColumnSide* column_side);           \
   void energy_score_direct(const at::Tensor& samples, const at::Tensor& target, double beta, \
                            bool want_grad, at::Tensor& scores, at::Tensor& grad_samples,     \
                            at::Tensor& grad_target);

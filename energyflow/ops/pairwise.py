@@ -11,8 +11,9 @@ with r_ij = ||x_i - y_j|| and every term 0 where r_ij = 0. Then
     S(X, Y; a, b)   = sum_i a_i rowsum_i
     dS/dx_i = beta a_i wdiff_i,  dS/da_i = rowsum_i,  and dS/dy, dS/db from the same pass of Y
     against X with weights a (the column reduction as a row reduction with the roles swapped),
-    or, on the C++ GEMM path when both sides need them, from the column side of the same pass
-    (``cross_stats``: W^T X next to W Y).
+    or, on the C++ paths when both sides need them, from the column side of the same pass
+    (``cross_stats``: W^T X next to W Y). A C++ self sum with gradients takes each pair once
+    (``self_stats``: the pairs j > i, their terms added to both ends).
 
 No N x M buffer is ever stored (the same trade as FlashAttention): when autograd will need the
 gradients, the forward pass computes them with the sums (a row pass gives both), and the backward
@@ -82,16 +83,16 @@ def _triton_row_stats(
 # The fused implementations of the row statistics, by backend name.
 ROW_STATS: dict[str, RowStats] = {"cpp": _cpp_row_stats, "triton": _triton_row_stats}
 
-# The C++ GEMM path's two-sided cross pass keeps per-thread column totals, threads x B x M x
-# (2 + D) doubles; above this many bytes it gives way to two row passes (the two-sided pass saves
-# an eighth of the work of an energy distance; memory stays the first concern at large N).
+# The C++ two-sided passes keep per-thread column totals, threads x B x M x (2 + D) doubles;
+# above this many bytes they give way to row passes (a cross sum: two; a self sum: one over every
+# ordered pair). Memory stays the first concern at large N.
 TWO_SIDED_MAX_BYTES = 64 * 2**20
 
 
 def _two_sided(x: Tensor, y: Tensor, backend: str) -> bool:
-    """Whether the cross sum's gradients on both sides come from one C++ pass (the GEMM path
-    forms W Y for the rows and W^T X for the columns from the same tiles)."""
-    if backend != "cpp" or cpp_method(x.shape[-1]) != "gemm":
+    """Whether gradients on both sides of a sum of x against y come from one C++ pass that gives
+    the columns their terms too (each pair's power computed once)."""
+    if backend != "cpp":
         return False
     batch, m, dim = y.shape
     return torch.get_num_threads() * batch * (m + 16) * (2 + dim) * 8 <= TWO_SIDED_MAX_BYTES
@@ -104,7 +105,16 @@ def _cpp_cross_stats(
     from one pass."""
     acc = dispatch.accumulation_dtype(x.dtype)
     cpp = dispatch.cpp_module()
-    return tuple(cpp.cross_stats(x.to(acc), y.to(acc), a.to(acc), b.to(acc), beta))
+    method = cpp_method(x.shape[-1])
+    return tuple(cpp.cross_stats(x.to(acc), y.to(acc), a.to(acc), b.to(acc), beta, method))
+
+
+def _cpp_self_stats(y: Tensor, b: Tensor, beta: float) -> tuple[Tensor, Tensor]:
+    """rowsum, wdiff of y against itself without the diagonal (weights b), each pair's power
+    computed once."""
+    acc = dispatch.accumulation_dtype(y.dtype)
+    cpp = dispatch.cpp_module()
+    return tuple(cpp.self_stats(y.to(acc), b.to(acc), beta, cpp_method(y.shape[-1])))
 
 
 @torch.library.custom_op("energyflow::row_stats", mutates_args=())
@@ -177,7 +187,7 @@ def _fused_cross_power_sum(
     """-> S (B,), and dS/dx, dS/da if ``grad_x``, dS/dy, dS/db if ``grad_y`` (else empty).
 
     Either side's pass gives S: one pass when only one side needs gradients (the y side when
-    neither does), and when both do on the C++ GEMM path (``_two_sided``)."""
+    neither does), and when both do on the C++ paths (``_two_sided``)."""
     if grad_x and grad_y and _two_sided(x, y, backend):
         rowsum, wdiff, colsum, col_wdiff = _cpp_cross_stats(x, y, x_weights, y_weights, beta)
         gx = wdiff.mul_(beta * x_weights.to(rowsum.dtype)[..., None])
@@ -200,7 +210,12 @@ def _fused_self_power_sum(
     y: Tensor, y_weights: Tensor, beta: float, grad_y: bool, backend: str
 ) -> tuple[Tensor, Tensor, Tensor]:
     """-> S_self (B,), and dS/dy, dS/db if ``grad_y`` (else empty). Symmetric in (i, j): the
-    row pass serves both ends of every pair, hence the factor 2 on the gradients."""
+    row statistics serve both ends of every pair, hence the factor 2 on the gradients."""
+    if grad_y and _two_sided(y, y, backend):
+        rowsum, wdiff = _cpp_self_stats(y, y_weights, beta)
+        weights = y_weights.to(rowsum.dtype)
+        gy = wdiff.mul_((2.0 * beta) * weights[..., None])
+        return _weighted_total(weights, rowsum), gy, 2.0 * rowsum
     return _side(y, y, y_weights, y_weights, beta, True, grad_y, backend, scale=2.0)
 
 

@@ -204,10 +204,13 @@ def test_cpp_path_rule_picks_each_method(monkeypatch):
     real = dispatch.cpp_module()
     methods = []
 
-    class Spy:
-        def row_stats(self, *args):
-            methods.append(args[-1])
-            return real.row_stats(*args)
+    class Spy:  # row_stats, cross_stats and self_stats all take the method last
+        def __getattr__(self, name):
+            def call(*args):
+                methods.append(args[-1])
+                return getattr(real, name)(*args)
+
+            return call
 
     monkeypatch.setattr(dispatch, "cpp_module", lambda: Spy())
     limit = pairwise.CPP_GEMM_MIN_DIM
@@ -268,16 +271,18 @@ def test_cpp_fp32_general_power_over_the_float_range(beta):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("beta", [0.7, 1.0, 2.0])
 def test_cpp_two_sided_cross_pass_equals_two_row_passes(monkeypatch, dtype, beta):
-    """When both sets need gradients the GEMM path forms both sides of the cross sum in one pass
-    (W Y for the rows, W^T X for the columns, per-thread column totals); it agrees with two row
-    passes (the fallback above TWO_SIDED_MAX_BYTES) and with the reference, duplicates across the
-    sets (the close pairs recomputed exactly) and a large common offset included."""
+    """When both sets need gradients the C++ paths form both sides of the cross sum in one pass
+    (GEMM: W Y for the rows, W^T X for the columns; exact: each pair's terms added to its row and
+    its column; per-thread column totals); it agrees with two row passes (the fallback above
+    TWO_SIDED_MAX_BYTES) and with the reference, duplicates across the sets (the close pairs
+    recomputed exactly) and a large common offset included."""
     from energyflow.ops import pairwise
 
     calls = []
     real = pairwise._cpp_cross_stats
     monkeypatch.setattr(pairwise, "_cpp_cross_stats", lambda *args: calls.append(1) or real(*args))
-    for batch, n, m, d in ((None, 257, 300, 17), (2, 65, 3, 64), (None, 1, 70, 8)):
+    shapes = [(None, 257, 300, 17), (2, 65, 3, 64), (None, 1, 70, 8), (None, 257, 300, 3)]
+    for batch, n, m, d in shapes + [(2, 70, 17, 1), (None, 3, 1, 2)]:
         lead = () if batch is None else (batch,)
         x = torch.randn(*lead, n, d, dtype=dtype) + 1e3
         y = torch.randn(*lead, m, d, dtype=dtype) * 1.5 + 1e3
@@ -303,6 +308,42 @@ def test_cpp_two_sided_cross_pass_equals_two_row_passes(monkeypatch, dtype, beta
         for name, g, h, w in zip(["value", "x", "y", "a", "b"], one_pass, two_passes, want):
             assert_close_scaled(g, w, RTOL[dtype], f"two-sided {name} N={n} M={m} D={d}")
             assert_close_scaled(h, w, RTOL[dtype], f"two passes {name} N={n} M={m} D={d}")
+
+
+@pytest.mark.skipif("cpp" not in FUSED_BACKENDS, reason="C++ extension not built")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("beta", [0.7, 1.0, 2.0])
+def test_cpp_self_sum_with_gradients_takes_each_pair_once(monkeypatch, dtype, beta):
+    """A C++ self sum with gradients visits the pairs j > i once (self_stats: each pair's terms
+    added to its row and its column, row blocks straddling the diagonal's chunks, both methods);
+    it agrees with the row pass over every ordered pair (the fallback above TWO_SIDED_MAX_BYTES)
+    and with the reference, duplicates and a large offset included."""
+    from energyflow.ops import pairwise
+
+    calls = []
+    real = pairwise._cpp_self_stats
+    monkeypatch.setattr(pairwise, "_cpp_self_stats", lambda *args: calls.append(1) or real(*args))
+    for batch, n, d in ((None, 2, 1), (2, 17, 3), (None, 300, 5), (None, 600, 17), (2, 65, 64)):
+        lead = () if batch is None else (batch,)
+        x = torch.randn(*lead, n, d, dtype=dtype) * 2.0 + 1e3
+        x[..., n // 2, :] = x[..., 0, :]  # a duplicate pair
+        b = torch.rand(*lead, n, dtype=dtype) + 0.1
+        leaves = [t.requires_grad_() for t in (x, b)]
+
+        def run(backend, limit=pairwise.TWO_SIDED_MAX_BYTES):
+            monkeypatch.setattr(pairwise, "TWO_SIDED_MAX_BYTES", limit)
+            value = ef.pairwise_power_sum(x, beta=beta, x_weights=b, backend=backend)
+            return [value, *torch.autograd.grad(value.sum(), leaves)]
+
+        before = len(calls)
+        once = run("cpp")
+        assert len(calls) == before + 1  # the pass over j > i ran
+        every_pair = run("cpp", limit=0)
+        assert len(calls) == before + 1  # and the fallback did not
+        want = run("reference")
+        for name, g, h, w in zip(["value", "x", "b"], once, every_pair, want):
+            assert_close_scaled(g, w, RTOL[dtype], f"j > i {name} N={n} D={d}")
+            assert_close_scaled(h, w, RTOL[dtype], f"every pair {name} N={n} D={d}")
 
 
 _GENERIC_VARIANT_CHECK = """
