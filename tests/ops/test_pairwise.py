@@ -194,6 +194,25 @@ def test_deterministic(path, use_path):
         assert torch.equal(first, second)
 
 
+@pytest.mark.skipif("cpp" not in FUSED_BACKENDS, reason="C++ extension not built")
+def test_cpp_thread_counts_agree_within_rounding():
+    """Bitwise equal for a thread count (test_deterministic); across thread counts the two-sided
+    passes sum their per-thread column totals in a different grouping: equal within rounding."""
+    x = torch.randn(2, 300, 5, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(2, 200, 5, dtype=torch.float64, requires_grad=True)
+    threads = torch.get_num_threads()
+    runs = []
+    try:
+        for count in (1, 3):
+            torch.set_num_threads(count)
+            value = ef.energy_distance(x, y, backend="cpp")
+            runs.append([value, *torch.autograd.grad(value.sum(), [x, y])])
+    finally:
+        torch.set_num_threads(threads)
+    for one, three in zip(*runs):
+        assert_close_scaled(one, three, 1e-12, "1 vs 3 threads")
+
+
 def test_cpp_path_rule_picks_each_method(monkeypatch):
     """Below CPP_GEMM_MIN_DIM features the C++ kernel runs exact differences, from it on GEMM
     tiles: each path actually runs, and both agree with the reference."""
