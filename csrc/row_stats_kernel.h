@@ -235,7 +235,7 @@ inline void copy_panel(const T* y_t, int64_t n_cols, int64_t j0, int64_t nj, int
 // theirs i < j; the caller adds the two (self_stats). Either way the row blocks are ordered so
 // that each thread gets as many pairs (balanced_block).
 inline int64_t upper_triangle_start(bool upper, int64_t row_begin) {
-  return upper ? (row_begin / kColChunk) * kColChunk : 0;  // the chunk holding the diagonal
+  return upper ? (row_begin / kLanes) * kLanes : 0;  // the column tile holding the diagonal
 }
 
 // The column side of a two-sided pass (rows x_i with weights a_i against columns y_j): one

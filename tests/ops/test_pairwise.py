@@ -336,12 +336,17 @@ def test_cpp_self_sum_with_gradients_takes_each_pair_once(monkeypatch, dtype, be
     """A C++ self sum with gradients visits the pairs j > i once (self_stats: each pair's terms
     added to its row and its column, row blocks straddling the diagonal's chunks, both methods);
     it agrees with the row pass over every ordered pair (the fallback above TWO_SIDED_MAX_BYTES)
-    and with the reference, duplicates and a large offset included."""
+    and with the reference, duplicates and a large offset included. (Below
+    SELF_ONE_PASS_MIN_ROWS rows the row pass runs: lowered here to test small sets.)"""
     from energyflow.ops import pairwise
 
     calls = []
     real = pairwise._cpp_self_stats
     monkeypatch.setattr(pairwise, "_cpp_self_stats", lambda *args: calls.append(1) or real(*args))
+    x = torch.randn(pairwise.SELF_ONE_PASS_MIN_ROWS - 1, 2, requires_grad=True)
+    torch.autograd.grad(ef.pairwise_power_sum(x, backend="cpp"), x)
+    assert not calls  # the rule: too few rows for the pass over j > i
+    monkeypatch.setattr(pairwise, "SELF_ONE_PASS_MIN_ROWS", 1)
     for batch, n, d in ((None, 2, 1), (2, 17, 3), (None, 300, 5), (None, 600, 17), (2, 65, 64)):
         lead = () if batch is None else (batch,)
         x = torch.randn(*lead, n, d, dtype=dtype) * 2.0 + 1e3
