@@ -114,19 +114,26 @@ std::vector<at::Tensor> row_stats(const at::Tensor& x, const at::Tensor& y, cons
   return {rowsum, wdiff};
 }
 
-// Both sides of a cross sum with gradients in one pass (x rows with weights a, y columns with
-// weights b): rowsum, wdiff as row_stats, and colsum_j = sum_i a_i r_ij^beta, col_wdiff_j =
-// sum_i a_i r_ij^(beta-2) (y_j - x_i).
-std::vector<at::Tensor> cross_stats(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
-                                    const at::Tensor& b, double beta, const std::string& method) {
-  check_inputs(x, y, b, false);
-  check_inputs(y, x, a, false);
+// A two-sided pass of x rows (weights a) against y columns (weights b), with gradients:
+// rowsum, wdiff as row_stats, and colsum_j = sum_i a_i r_ij^beta, col_wdiff_j = sum_i a_i
+// r_ij^(beta-2) (y_j - x_i); over the pairs j > i only when exclude_diag (x is y).
+std::vector<at::Tensor> two_sided_pass(const at::Tensor& x, const at::Tensor& y,
+                                       const at::Tensor& a, const at::Tensor& b, double beta,
+                                       bool exclude_diag, const std::string& method) {
   energyflow_cpu::ColumnSide columns{a.contiguous(), at::empty({y.size(0), y.size(1)}, y.options()),
                                      at::empty(y.sizes(), y.options())};
   at::Tensor rowsum = at::empty({x.size(0), x.size(1)}, x.options());
   at::Tensor wdiff = at::empty(x.sizes(), x.options());
-  run_pass(x, y, b, beta, false, true, method, rowsum, wdiff, &columns);
+  run_pass(x, y, b, beta, exclude_diag, true, method, rowsum, wdiff, &columns);
   return {rowsum, wdiff, columns.colsum, columns.col_wdiff};
+}
+
+// Both sides of a cross sum with gradients in one pass.
+std::vector<at::Tensor> cross_stats(const at::Tensor& x, const at::Tensor& y, const at::Tensor& a,
+                                    const at::Tensor& b, double beta, const std::string& method) {
+  check_inputs(x, y, b, false);
+  check_inputs(y, x, a, false);
+  return two_sided_pass(x, y, a, b, beta, false, method);
 }
 
 // The self sum's row statistics with gradients (rowsum_i = sum_{j != i} b_j r_ij^beta, wdiff as
@@ -135,12 +142,8 @@ std::vector<at::Tensor> cross_stats(const at::Tensor& x, const at::Tensor& y, co
 std::vector<at::Tensor> self_stats(const at::Tensor& x, const at::Tensor& b, double beta,
                                    const std::string& method) {
   check_inputs(x, x, b, true);
-  energyflow_cpu::ColumnSide columns{b.contiguous(), at::empty({x.size(0), x.size(1)}, x.options()),
-                                     at::empty(x.sizes(), x.options())};
-  at::Tensor rowsum = at::empty({x.size(0), x.size(1)}, x.options());
-  at::Tensor wdiff = at::empty(x.sizes(), x.options());
-  run_pass(x, x, b, beta, true, true, method, rowsum, wdiff, &columns);
-  return {rowsum.add_(columns.colsum), wdiff.add_(columns.col_wdiff)};
+  const std::vector<at::Tensor> stats = two_sided_pass(x, x, b, b, beta, true, method);
+  return {stats[0].add_(stats[2]), stats[1].add_(stats[3])};
 }
 
 std::vector<at::Tensor> energy_score_direct(const at::Tensor& samples, const at::Tensor& target,

@@ -177,7 +177,8 @@ inline __m256i at_least_min_normal8(__m256 d2) {
 }
 #endif
 
-// weighted_powers over a row of n pairs (bp may be d2: each is read before it is written).
+// weighted_powers over a row of n pairs (bp may be d2: each is read before it is written), or,
+// with w = nullptr, weighted_power alone (no division).
 template <Power P, typename T>
 inline void weighted_powers_row(const T* d2, const T* b, int64_t n, const PowerParams<T>& pw,
                                 T* bp, T* w) {
@@ -191,31 +192,17 @@ inline void weighted_powers_row(const T* d2, const T* b, int64_t n, const PowerP
       const __m256 power = _mm256_mul_ps(weights_where_positive8(d2_here, b + j),
                                          power_by_tables8(d_bits, tables));
       _mm256_storeu_ps(bp + j, power);
-      _mm256_storeu_ps(w + j, _mm256_div_ps(power, _mm256_castsi256_ps(d_bits)));
+      if (w) _mm256_storeu_ps(w + j, _mm256_div_ps(power, _mm256_castsi256_ps(d_bits)));
     }
   }
 #endif
+  if (w) {
 #pragma omp simd
-  for (int64_t i = j; i < n; ++i) weighted_powers<P>(d2[i], b[i], pw, bp[i], w[i]);
-}
-
-// weighted_power over a row of n pairs, in place (d2 becomes b r^beta).
-template <Power P, typename T>
-inline void weighted_power_row(T* d2, const T* b, int64_t n, const PowerParams<T>& pw) {
-  int64_t j = 0;
-#ifdef EF_KERNEL_AVX2
-  if constexpr (P == Power::kGeneral && std::is_same_v<T, float>) {
-    const FloatPowerRegisters tables(pw.tables);
-    for (; j + 8 <= n; j += 8) {
-      const __m256 d2_here = _mm256_loadu_ps(d2 + j);
-      _mm256_storeu_ps(d2 + j, _mm256_mul_ps(weights_where_positive8(d2_here, b + j),
-                                             power_by_tables8(at_least_min_normal8(d2_here),
-                                                              tables)));
-    }
+    for (int64_t i = j; i < n; ++i) weighted_powers<P>(d2[i], b[i], pw, bp[i], w[i]);
+  } else {
+#pragma omp simd
+    for (int64_t i = j; i < n; ++i) bp[i] = weighted_power<P>(d2[i], b[i], pw);
   }
-#endif
-#pragma omp simd
-  for (int64_t i = j; i < n; ++i) d2[i] = weighted_power<P>(d2[i], b[i], pw);
 }
 
 // Columns [j0, j0 + nj) of y_t (dim rows, n_cols apart) copied into one contiguous (dim, nj)
@@ -348,7 +335,7 @@ void exact_row_block(const T* x, const T* y_t, const T* b, int64_t row_begin, in
         } else if (want_grad) {
           weighted_powers_row<P>(dr, b_chunk, nj, pw, dr, wr);
         } else {
-          weighted_power_row<P>(dr, b_chunk, nj, pw);
+          weighted_powers_row<P>(dr, b_chunk, nj, pw, dr, static_cast<T*>(nullptr));
         }
 #pragma omp simd reduction(+ : chunk_sum)
         for (int64_t j = 0; j < nj; ++j) chunk_sum += dr[j];
@@ -592,7 +579,7 @@ void gemm_row_block(const T* x, const T* y, const T* c, const T* y_t, const T* y
         } else if (want_grad) {
           weighted_powers_row<P>(dr, b_chunk, nj, pw, dr, wr);
         } else {
-          weighted_power_row<P>(dr, b_chunk, nj, pw);
+          weighted_powers_row<P>(dr, b_chunk, nj, pw, dr, static_cast<T*>(nullptr));
         }
         T chunk_sum = T(0);
 #pragma omp simd reduction(+ : chunk_sum)
