@@ -39,9 +39,11 @@ CHECKS = {
 
 
 def run(args: list[str], prefix: list[str] = ()) -> tuple[bool, str]:
+    """``energyflow train`` with ``args`` (under ``prefix``, e.g. torchrun, when given)."""
     command = [
         *prefix,
         *([sys.executable, "-m", "energyflow"] if not prefix else ["-m", "energyflow"]),
+        "train",
         *args,
     ]
     done = subprocess.run(command, capture_output=True, text=True)
