@@ -186,3 +186,33 @@ def test_cli_cuda_without_cuda_fails_before_writing(tmp_path, capsys):
         pytest.skip("this machine has CUDA")
     assert main(["train", "--data", "moons", "--device", "cuda", "--out", str(tmp_path / "r")]) == 2
     assert "CUDA is not available" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_gpu_training_check_commands_parse(monkeypatch):
+    """benchmarks/gpu_training_check.py (run on a CUDA device by gpu_check.sh, never here) builds
+    valid ``energyflow train`` command lines: each one parses with the CLI's parser."""
+    import importlib.util
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from energyflow.training.cli import parser
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_training_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_training_check", path)
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    seen = []
+    real_run = subprocess.run
+
+    def fake_run(command, **kwargs):
+        seen.append(command)
+        return real_run([sys.executable, "-c", "pass"], **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setattr(check, "final_loss", lambda out: 0.0)
+    check.main()
+    assert len(seen) >= len(check.CHECKS) + 2
+    for command in seen:
+        argv = command[command.index("energyflow") + 1 :]
+        parser().parse_args(argv)  # exits (SystemExit) on an invalid command line
