@@ -109,7 +109,8 @@ std::vector<at::Tensor> row_stats(const at::Tensor& x, const at::Tensor& y, cons
                                   const std::string& method) {
   check_inputs(x, y, b, exclude_diag);
   at::Tensor rowsum = at::empty({x.size(0), x.size(1)}, x.options());
-  at::Tensor wdiff = want_grad ? at::empty_like(x) : at::empty({0}, x.options());
+  // Outputs are allocated row-major whatever the inputs' strides (the kernels write them so).
+  at::Tensor wdiff = at::empty(want_grad ? x.sizes() : at::IntArrayRef{0}, x.options());
   run_pass(x, y, b, beta, exclude_diag, want_grad, method, rowsum, wdiff, nullptr);
   return {rowsum, wdiff};
 }
@@ -157,8 +158,8 @@ std::vector<at::Tensor> energy_score_direct(const at::Tensor& samples, const at:
               "energyflow._C.energy_score_direct: samples and target must share a dtype");
   const at::Tensor yc = samples.contiguous(), xc = target.contiguous();
   at::Tensor scores = at::empty({samples.size(0)}, samples.options());
-  at::Tensor grad_samples = want_grad ? at::empty_like(yc) : at::empty({0}, yc.options());
-  at::Tensor grad_target = want_grad ? at::empty_like(xc) : at::empty({0}, xc.options());
+  at::Tensor grad_samples = at::empty(want_grad ? yc.sizes() : at::IntArrayRef{0}, yc.options());
+  at::Tensor grad_target = at::empty(want_grad ? xc.sizes() : at::IntArrayRef{0}, xc.options());
   if (energyflow_cpu::use_avx2_fma()) {
     energyflow_cpu::avx2::energy_score_direct(yc, xc, beta, want_grad, scores, grad_samples,
                                               grad_target);

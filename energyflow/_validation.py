@@ -9,12 +9,14 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from energyflow.ops import value_range
+
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def check_points(name: str, points: object) -> Optional[float]:
-    """A floating tensor of shape (N, D) or (B, N, D) with finite entries and N, D >= 1; returns
-    its largest |entry| (None under torch.compile, where values cannot be read)."""
+def check_points(name: str, points: object) -> None:
+    """A floating tensor of shape (N, D) or (B, N, D) with N, D >= 1 (its values, NaN and inf,
+    are checked by the kernels themselves: ``ops.value_range``)."""
     if not isinstance(points, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(points).__name__}")
     if points.dtype not in _FLOAT_DTYPES:
@@ -32,32 +34,6 @@ def check_points(name: str, points: object) -> Optional[float]:
         raise ValueError(
             f"{name} is empty (shape {tuple(points.shape)}); it needs at least one point"
         )
-    return check_finite(name, points)
-
-
-def largest_magnitude(tensor: Tensor) -> float:
-    """max |entry| in one pass (NaN if any entry is NaN, inf if any is infinite)."""
-    low, high = torch.aminmax(tensor.detach())
-    return max(-float(low), float(high))
-
-
-def check_finite(name: str, tensor: Tensor) -> Optional[float]:
-    """Raise if ``tensor`` holds NaN or inf; return its largest |entry| (None if unreadable)."""
-    if _is_fake(tensor):
-        return None
-    largest = largest_magnitude(tensor) if tensor.numel() else 0.0
-    if not math.isfinite(largest):
-        raise ValueError(f"{name} contains NaN or inf; remove or impute those entries first")
-    return largest
-
-
-def _is_fake(tensor: Tensor) -> bool:
-    """True under torch.compile tracing (fake/meta tensors), where values cannot be inspected."""
-    return (
-        tensor.device.type == "meta"
-        or type(tensor).__name__ == "FakeTensor"
-        or (torch.compiler.is_compiling())
-    )
 
 
 def check_same_kind(name_a: str, a: Tensor, name_b: str, b: Tensor) -> None:
@@ -112,7 +88,9 @@ def check_positive(name: str, value: object, high: float = math.inf) -> float:
 def check_weights(
     name: str, weights: Optional[Tensor], points: Tensor, points_name: str
 ) -> Optional[Tensor]:
-    """Non-negative finite weights of shape points.shape[:-1] with a positive sum per batch."""
+    """Weights of shape points.shape[:-1] on the points' device, in their dtype. Where values
+    can be read (eager mode): finite, non-negative, with a positive finite sum per batch entry
+    (the kernels check finiteness and signs again at run time, also when compiled)."""
     if weights is None:
         return None
     if not isinstance(weights, Tensor):
@@ -127,10 +105,8 @@ def check_weights(
         )
     if weights.device != points.device:
         raise ValueError(f"{name} is on {weights.device} but {points_name} is on {points.device}")
-    check_finite(name, weights)
-    if not _is_fake(weights):
-        if bool((weights < 0).any()):
-            raise ValueError(f"{name} has negative entries; weights must be >= 0")
+    if value_range.values_readable(weights):
+        value_range.check_weight_values(name, weights)
         totals = weights.sum(-1)
         if not bool(torch.isfinite(totals).all()):
             raise ValueError(

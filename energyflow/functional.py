@@ -10,8 +10,9 @@ Gradients flow to every floating input: points and weights.
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -24,7 +25,7 @@ from energyflow._validation import (
     check_same_kind,
     check_weights,
 )
-from energyflow.ops import dispatch
+from energyflow.ops import dispatch, value_range
 from energyflow.ops import energy_score as direct_scores
 from energyflow.ops.pairwise import cross_power_sum, self_power_sum
 
@@ -49,47 +50,62 @@ def _ones_like_rows(points: Tensor) -> Tensor:
     return torch.ones(points.shape[:-1], dtype=points.dtype, device=points.device)
 
 
-# Largest |coordinate| (a power of two) at which squared distances of up to ~10^6 features stay
-# finite and normal in the accumulation dtype; beyond it the points are rescaled (see below).
-_SAFE_RANGE = {torch.float32: 2.0**40, torch.float64: 2.0**400}
+def fp32_under_autocast(op: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """Declare an op's autocast behaviour: like ``torch.cdist``, it computes in float32 under
+    ``torch.autocast`` (its fp16/bf16 tensor arguments are cast to fp32 and autocast is off
+    inside, so no einsum of it runs in half precision); outside autocast it is unchanged."""
+
+    @functools.wraps(op)
+    def wrapper(*args, **kwargs):
+        tensors = [t for t in (*args, *kwargs.values()) if isinstance(t, Tensor)]
+        device_type = tensors[0].device.type if tensors else "cpu"
+        if not (
+            torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+        ):
+            return op(*args, **kwargs)
+
+        def cast(value):
+            half = isinstance(value, Tensor) and value.dtype in (torch.float16, torch.bfloat16)
+            return value.float() if half else value
+
+        with torch.autocast(device_type, enabled=False):
+            return op(*map(cast, args), **{key: cast(v) for key, v in kwargs.items()})
+
+    return wrapper
 
 
-def _range_factor(dtype: torch.dtype, *largest: Optional[float]) -> float:
-    """A power of two s with s * max|coordinate| ~ 1 when the points (whose largest magnitudes
-    ``check_points`` returned) lie outside the safe range of their accumulation dtype, where
-    squared distances would overflow or underflow; else 1. Every sum of ||x_i - y_j||^beta equals
-    s^(-beta) times the same sum on the scaled points, so the ops scale, compute, and scale back
-    (exact: s is a power of two). Skipped under torch.compile (values unreadable: None)."""
-    if any(value is None for value in largest):
-        return 1.0
-    limit = _SAFE_RANGE[dispatch.accumulation_dtype(dtype)]
-    top = max(largest)
-    if top == 0.0 or 1.0 / limit <= top <= limit:
-        return 1.0
-    return 2.0 ** -math.ceil(math.log2(top))
+def _representable(value: Tensor, dtype: torch.dtype, op: str) -> Tensor:
+    """``value`` (float64) in ``dtype``; a ValueError where (readably) a finite value does not
+    fit, rather than a silent inf: the fp32 result of fp32 points near 3e38 can exceed fp32."""
+    out = value.to(dtype)
+    if value_range.values_readable(value) and not bool(torch.isfinite(out).all()):
+        largest = float(value.detach().abs().max())
+        raise ValueError(
+            f"{op}: the result ({largest:.3g}) exceeds the range of {dtype}; "
+            "pass float64 inputs, or rescale the points (the result scales by s^beta)"
+        )
+    return out
 
 
 def _check_two_sets(
     x: Tensor, y: Tensor, x_weights: Optional[Tensor], y_weights: Optional[Tensor]
-) -> tuple[Optional[Tensor], Optional[Tensor], float]:
-    """Validate two point sets and their weights; returns the weights in the points' dtype and
-    the range factor of the points (``_range_factor``)."""
-    largest = check_points("x", x), check_points("y", y)
+) -> tuple[Optional[Tensor], Optional[Tensor]]:
+    """Validate two point sets and their weights; returns the weights in the points' dtype."""
+    check_points("x", x)
+    check_points("y", y)
     check_same_kind("x", x, "y", y)
     return (
         check_weights("x_weights", x_weights, x, "x"),
         check_weights("y_weights", y_weights, y, "y"),
-        _range_factor(x.dtype, *largest),
     )
 
 
 def _check_scored(
     score: str, samples: Tensor, target: Tensor, weights: Optional[Tensor], reduction: str
-) -> tuple[Tensor, Tensor, Optional[Tensor], float]:
+) -> tuple[Tensor, Tensor, Optional[Tensor]]:
     """Validate the arguments of a scoring rule of ``m`` samples per target; returns samples
-    (B, m, D), target (B, 1, D), the weights (B,) in the accumulation dtype, and the range factor
-    of the points (``_range_factor``)."""
-    samples_largest = check_points("samples", samples)
+    (B, m, D), target (B, 1, D) and the weights (B,) in float64."""
+    check_points("samples", samples)
     if not isinstance(target, Tensor):
         raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
     if target.dim() != samples.dim() - 1:
@@ -106,12 +122,12 @@ def _check_scored(
     check_choice("reduction", reduction, ("mean", "sum", "none"))
     samples3 = _batched(samples, 3)
     target3 = target.reshape(-1, 1, target.shape[-1]) if target.dim() >= 1 else target
-    target_largest = check_points("target", target3)
+    check_points("target", target3)
     check_same_kind("target", target3, "samples", samples3)
     if weights is not None:
-        weights = check_weights("weights", weights, target, "target")
-        weights = weights.reshape(-1).to(dispatch.accumulation_dtype(samples.dtype))
-    return samples3, target3, weights, _range_factor(samples.dtype, samples_largest, target_largest)
+        weights = check_weights("weights", weights, target, "target").reshape(-1)
+        weights = weights.to(torch.float64)
+    return samples3, target3, weights
 
 
 def _reduced(scores: Tensor, weights: Optional[Tensor], reduction: str, unbatched: bool) -> Tensor:
@@ -126,6 +142,7 @@ def _reduced(scores: Tensor, weights: Optional[Tensor], reduction: str, unbatche
     return total / (weights.sum() if weights is not None else scores.shape[0])
 
 
+@fp32_under_autocast
 def pairwise_power_sum(
     x: Tensor,
     y: Optional[Tensor] = None,
@@ -160,30 +177,30 @@ def pairwise_power_sum(
         tensor(2.5000)
     """
     if y is None:
-        largest = check_points("x", x)
-        scale = _range_factor(x.dtype, largest)
+        check_points("x", x)
         x_weights = check_weights("x_weights", x_weights, x, "x")
         if y_weights is not None:
             raise ValueError(
                 "y_weights was given without y; pass the self-sum weights as x_weights"
             )
     else:
-        x_weights, y_weights, scale = _check_two_sets(x, y, x_weights, y_weights)
+        x_weights, y_weights = _check_two_sets(x, y, x_weights, y_weights)
     beta = check_beta(beta)
     backend = dispatch.resolve_pairwise(backend, x.device)
     unbatched = x.dim() == 2
-    x3 = _batched(x, 3) * scale if scale != 1.0 else _batched(x, 3)
+    x3 = _batched(x, 3)
     a = _batched(x_weights, 2) if x_weights is not None else _ones_like_rows(x3)
     if y is None:
-        out = self_power_sum(x3, a, beta, backend)
+        out = self_power_sum(x3, a, beta, backend, names="x,x_weights")
     else:
-        y3 = _batched(y, 3) * scale if scale != 1.0 else _batched(y, 3)
+        y3 = _batched(y, 3)
         b = _batched(y_weights, 2) if y_weights is not None else _ones_like_rows(y3)
         out = cross_power_sum(x3, y3, a, b, beta, backend)
-    out = (out * scale**-beta if scale != 1.0 else out).to(x.dtype)
+    out = _representable(out, x.dtype, "pairwise_power_sum")
     return out[0] if unbatched else out
 
 
+@fp32_under_autocast
 def energy_score(
     samples: Tensor,
     target: Tensor,
@@ -219,25 +236,23 @@ def energy_score(
         tensor(0.)
     """
     beta = check_beta(beta)
-    samples3, target3, weights, scale = _check_scored(
-        "energy score", samples, target, weights, reduction
-    )
+    samples3, target3, weights = _check_scored("energy score", samples, target, weights, reduction)
     backend = dispatch.resolve_pairwise(backend, samples.device)
 
     m = samples3.shape[1]
-    if scale != 1.0:
-        samples3, target3 = samples3 * scale, target3 * scale
     if direct_scores.has_direct_path(backend, m):
         scores = direct_scores.energy_scores(samples3, target3[:, 0, :], beta, backend)
     else:
         ones_target = _ones_like_rows(target3)
         ones_samples = _ones_like_rows(samples3)
-        to_target = cross_power_sum(target3, samples3, ones_target, ones_samples, beta, backend)
-        spread = self_power_sum(samples3, ones_samples, beta, backend)
+        names = "target,samples,weights,weights"
+        to_target = cross_power_sum(
+            target3, samples3, ones_target, ones_samples, beta, backend, names
+        )
+        spread = self_power_sum(samples3, ones_samples, beta, backend, "samples,weights")
         scores = to_target / m - spread / (2 * m * (m - 1))
-    if scale != 1.0:
-        scores = scores * scale**-beta
-    return _reduced(scores, weights, reduction, unbatched=samples.dim() == 2)
+    scores = _reduced(scores, weights, reduction, unbatched=samples.dim() == 2)
+    return _representable(scores, dispatch.accumulation_dtype(samples.dtype), "energy_score")
 
 
 def _mean_over_distinct_pairs(values: Tensor) -> Tensor:
@@ -248,6 +263,7 @@ def _mean_over_distinct_pairs(values: Tensor) -> Tensor:
     return (values * off_diagonal.reshape(shape)).sum((1, 2)) / (m * (m - 1))
 
 
+@fp32_under_autocast
 def kernel_score(
     samples: Tensor,
     target: Tensor,
@@ -283,10 +299,8 @@ def kernel_score(
         tensor(0.)
     """
     h = check_positive("bandwidth", bandwidth)
-    samples3, target3, weights, _ = _check_scored(
-        "kernel score", samples, target, weights, reduction
-    )
-    samples3, target3 = _accumulated(samples3), _accumulated(target3)
+    samples3, target3, weights = _check_scored("kernel score", samples, target, weights, reduction)
+    samples3, target3 = _in_working_dtype(samples3, target3, names="samples,target")
     gamma = -0.5 / (h * h)
     within = (samples3[:, :, None] - samples3[:, None]).square().sum(-1)  # (B, m, m)
     to_target = (samples3 - target3).square().sum(-1)  # (B, m)
@@ -295,9 +309,11 @@ def kernel_score(
         - torch.exp(gamma * to_target).mean(1)
         + 0.5
     )
-    return _reduced(scores, weights, reduction, unbatched=samples.dim() == 2)
+    scores = _reduced(scores, weights, reduction, unbatched=samples.dim() == 2)
+    return _representable(scores, dispatch.accumulation_dtype(samples.dtype), "kernel_score")
 
 
+@fp32_under_autocast
 def variogram_score(
     samples: Tensor,
     target: Tensor,
@@ -333,7 +349,7 @@ def variogram_score(
         tensor(0.)
     """
     p = check_positive("p", p, high=2.0)
-    samples3, target3, weights, _ = _check_scored(
+    samples3, target3, weights = _check_scored(
         "variogram score", samples, target, weights, reduction
     )
     features = samples3.shape[-1]
@@ -342,7 +358,7 @@ def variogram_score(
             f"the variogram score compares pairs of features and needs D >= 2, got D={features}"
         )
     first, second = torch.triu_indices(features, features, offset=1, device=samples3.device)
-    samples3, target3 = _accumulated(samples3), _accumulated(target3)
+    samples3, target3 = _in_working_dtype(samples3, target3, names="samples,target")
     tiny = torch.finfo(samples3.dtype).tiny  # |0|^p has an infinite slope for p < 1
 
     def variogram(points: Tensor) -> Tensor:
@@ -351,12 +367,20 @@ def variogram_score(
     observed, modelled = variogram(target3)[:, 0], variogram(samples3)  # (B, P), (B, m, P)
     cross_moment = _mean_over_distinct_pairs(modelled[:, :, None] * modelled[:, None])
     scores = (observed.square() - 2 * observed * modelled.mean(1) + cross_moment).sum(-1)
-    return _reduced(scores, weights, reduction, unbatched=samples.dim() == 2)
+    scores = _reduced(scores, weights, reduction, unbatched=samples.dim() == 2)
+    return _representable(scores, dispatch.accumulation_dtype(samples.dtype), "variogram_score")
 
 
-def _accumulated(points: Tensor) -> Tensor:
-    """Half-precision points in fp32 (the accumulation dtype); others as they are."""
-    return points.to(dispatch.accumulation_dtype(points.dtype))
+def _in_working_dtype(*points: Tensor, names: str) -> tuple[Tensor, ...]:
+    """The points of a pure-PyTorch op in the dtype it computes in: the accumulation dtype, or
+    float64 where their values lie outside its safe range (``ops.value_range``: squares of fp32
+    coordinates beyond 2^63 overflow). Values are checked (NaN, inf) where they can be read:
+    under torch.compile or vmap these ops skip the checks, the fused ops do not."""
+    work = dispatch.accumulation_dtype(points[0].dtype)
+    if value_range.values_readable(*points):
+        if value_range.range_exponent(points, (), names, work) != 0:
+            work = torch.float64
+    return tuple(p.to(work) for p in points)
 
 
 def _normalised(weights: Optional[Tensor], points: Tensor) -> Tensor:
@@ -369,10 +393,11 @@ def _normalised(weights: Optional[Tensor], points: Tensor) -> Tensor:
     return weights / weights.sum(-1, keepdim=True)
 
 
-def _is_uniform(weights: Optional[Tensor]) -> bool:
-    return weights is None or bool((weights == weights[..., :1]).all())
+def _is_uniform(weights: Tensor) -> bool:
+    return bool((weights == weights[..., :1]).all())
 
 
+@fp32_under_autocast
 def energy_distance(
     x: Tensor,
     y: Tensor,
@@ -410,19 +435,17 @@ def energy_distance(
         >>> bool(energy_distance(x, x + 2.0) > 1.0)
         True
     """
-    x_weights, y_weights, scale = _check_two_sets(x, y, x_weights, y_weights)
+    x_weights, y_weights = _check_two_sets(x, y, x_weights, y_weights)
     beta = check_beta(beta)
     statistic = check_choice("statistic", statistic, ("v", "u"))
     backend = dispatch.resolve_pairwise(backend, x.device)
     unbatched = x.dim() == 2
     x3, y3 = _batched(x, 3), _batched(y, 3)
     n, m = x3.shape[1], y3.shape[1]
-    if scale != 1.0:
-        x3, y3 = x3 * scale, y3 * scale
 
     if statistic == "u":
         for name, w in (("x_weights", x_weights), ("y_weights", y_weights)):
-            if not torch.compiler.is_compiling() and not _is_uniform(w):
+            if w is not None and value_range.values_readable(w) and not _is_uniform(w):
                 raise ValueError(
                     f"statistic='u' needs uniform weights, but {name} is not uniform; use "
                     "statistic='v'"
@@ -434,16 +457,15 @@ def energy_distance(
         out = 2 * cross_power_sum(x3, y3, ones_x, ones_y, beta, backend) / (n * m)
         out = out - self_power_sum(y3, ones_y, beta, backend) / (m * (m - 1))
         if include_xx:
-            out = out - self_power_sum(x3, ones_x, beta, backend) / (n * (n - 1))
+            out = out - self_power_sum(x3, ones_x, beta, backend, "x,x_weights") / (n * (n - 1))
     else:
         a = _normalised(_batched(x_weights, 2), x3)
         b = _normalised(_batched(y_weights, 2), y3)
         out = 2 * cross_power_sum(x3, y3, a, b, beta, backend)
         out = out - self_power_sum(y3, b, beta, backend)
         if include_xx:
-            out = out - self_power_sum(x3, a, beta, backend)
-    if scale != 1.0:
-        out = out * scale**-beta
+            out = out - self_power_sum(x3, a, beta, backend, "x,x_weights")
+    out = _representable(out, dispatch.accumulation_dtype(x.dtype), "energy_distance")
     return out[0] if unbatched else out
 
 
@@ -475,6 +497,7 @@ def _sliced_energy_terms(projected: Tensor, weights: Tensor, n_x: int) -> Tensor
     return (z.double() * coefficient).sum(-1)
 
 
+@fp32_under_autocast
 def sliced_energy_distance(
     x: Tensor,
     y: Tensor,
@@ -512,7 +535,7 @@ def sliced_energy_distance(
         >>> bool(abs(sliced - exact) < 0.1 * exact)
         True
     """
-    x_weights, y_weights, _ = _check_two_sets(x, y, x_weights, y_weights)
+    x_weights, y_weights = _check_two_sets(x, y, x_weights, y_weights)
     if (
         isinstance(num_projections, bool)
         or not isinstance(num_projections, int)
@@ -520,17 +543,18 @@ def sliced_energy_distance(
     ):
         raise ValueError(f"num_projections must be a positive int, got {num_projections!r}")
     unbatched = x.dim() == 2
-    x3, y3 = _batched(x, 3), _batched(y, 3)
+    x3, y3 = _in_working_dtype(_batched(x, 3), _batched(y, 3), names="x,y")
     a = _normalised(_batched(x_weights, 2), x3)[:, None, :]  # (B, 1, N)
     b = _normalised(_batched(y_weights, 2), y3)[:, None, :]
     both = torch.cat([x3, y3], dim=1)
     ab = torch.cat([a, b], dim=-1)
     n, dim = x3.shape[1], x3.shape[-1]
 
+    # drawn in float64 whatever the points' dtype: one generator state gives one estimate
     directions = torch.randn(
-        num_projections, dim, generator=generator, device=x.device, dtype=x.dtype
+        num_projections, dim, generator=generator, device=x.device, dtype=torch.float64
     )
-    directions = directions / directions.norm(dim=-1, keepdim=True)
+    directions = (directions / directions.norm(dim=-1, keepdim=True)).to(x3.dtype)
     per_chunk = max(1, max_chunk_elements // (both.shape[0] * both.shape[1]))
     total = torch.zeros(x3.shape[0], dtype=torch.float64, device=x.device)
     for start in range(0, num_projections, per_chunk):

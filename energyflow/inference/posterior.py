@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from energyflow._io import atomic_save
-from energyflow.inference.priors import Prior, prior_from_state
+from energyflow.inference.priors import Prior, SampleShape, as_sample_shape, prior_from_state
 from energyflow.models import GenerativeModel, build_model, load_model
 from energyflow.training.config import TrainConfig
 from energyflow.training.fit import TrainState, fit
@@ -63,18 +63,22 @@ class Posterior:
         return x_obs, single
 
     @torch.no_grad()
-    def sample(self, n: int, x_obs: Tensor) -> Tensor:
-        """``n`` posterior draws for each observation: x_obs (C,) -> (n, D); (B, C) -> (n, B, D).
+    def sample(self, sample_shape: SampleShape, x_obs: Tensor) -> Tensor:
+        """Posterior draws for each observation, ``sample_shape`` as in torch.distributions (an
+        int n is ``(n,)``): x_obs (C,) -> (*sample_shape, D); (B, C) -> (*sample_shape, B, D).
         All inside the prior's support."""
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
+        shape = as_sample_shape(sample_shape)
         x_obs, single = self._observations(x_obs)
-        draws = self.model.sample((n,), x_obs)
+        if shape.numel() == 0:
+            draws = x_obs.new_empty(0, len(x_obs), self.model.features)
+        else:
+            draws = self.model.sample((shape.numel(),), x_obs)
         if self.transformed:
             draws = self.prior.constrain(draws)
-        elif self.prior is not None and self.prior.bounded:
+        elif self.prior is not None and self.prior.bounded and draws.numel():
             draws = self._rejected(draws, x_obs)
-        return draws[:, 0] if single else draws
+        draws = draws.reshape(*shape, *draws.shape[1:])
+        return draws.select(-2, 0) if single else draws
 
     def _rejected(self, draws: Tensor, x_obs: Tensor) -> Tensor:
         """Redraw the samples outside the prior's box until all are inside."""

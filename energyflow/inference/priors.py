@@ -17,7 +17,9 @@ from typing import Optional, Union
 import torch
 from torch import Tensor
 
-__all__ = ["BoxPrior", "GaussianPrior", "Prior"]
+__all__ = ["BoxPrior", "GaussianPrior", "Prior", "as_sample_shape"]
+
+SampleShape = Union[int, tuple[int, ...], list[int], torch.Size]
 
 _EDGE = 1e-6  # fractions of the box kept this far from its faces before the logit
 
@@ -35,6 +37,24 @@ def _parameter_pair(
             f"{tuple(b.shape)}"
         )
     return a, b
+
+
+def as_sample_shape(sample_shape: SampleShape) -> torch.Size:
+    """``sample_shape`` as torch.distributions takes it (an int n means ``(n,)``).
+
+    Example:
+        >>> as_sample_shape(5), as_sample_shape((2, 3)), as_sample_shape(torch.Size())
+        (torch.Size([5]), torch.Size([2, 3]), torch.Size([]))
+    """
+    shape = (sample_shape,) if isinstance(sample_shape, int) else sample_shape
+    if not isinstance(shape, (tuple, list, torch.Size)) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
+    ):
+        raise TypeError(
+            f"sample_shape must be an int or a tuple of non-negative ints (a torch.Size), got "
+            f"{sample_shape!r}"
+        )
+    return torch.Size(shape)
 
 
 class BoxPrior:
@@ -62,8 +82,12 @@ class BoxPrior:
         self.low, self.high = low, high
         self.dim = len(low)
 
-    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
-        return self.low + (self.high - self.low) * torch.rand(n, self.dim, generator=generator)
+    def sample(
+        self, sample_shape: SampleShape = (), generator: Optional[torch.Generator] = None
+    ) -> Tensor:
+        """Draws of shape ``(*sample_shape, D)``."""
+        shape = as_sample_shape(sample_shape) + (self.dim,)
+        return self.low + (self.high - self.low) * torch.rand(shape, generator=generator)
 
     def log_prob(self, theta: Tensor) -> Tensor:
         inside = self.contains(theta)
@@ -107,8 +131,12 @@ class GaussianPrior:
         self.loc, self.scale = loc, scale
         self.dim = len(loc)
 
-    def sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
-        return self.loc + self.scale * torch.randn(n, self.dim, generator=generator)
+    def sample(
+        self, sample_shape: SampleShape = (), generator: Optional[torch.Generator] = None
+    ) -> Tensor:
+        """Draws of shape ``(*sample_shape, D)``."""
+        shape = as_sample_shape(sample_shape) + (self.dim,)
+        return self.loc + self.scale * torch.randn(shape, generator=generator)
 
     def log_prob(self, theta: Tensor) -> Tensor:
         loc, scale = self.loc.to(theta), self.scale.to(theta)

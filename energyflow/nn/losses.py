@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from energyflow import functional
 from energyflow._validation import check_beta, check_choice
+from energyflow.ops import dispatch
 
 
 class EnergyScoreLoss(nn.Module):
@@ -29,7 +30,7 @@ class EnergyScoreLoss(nn.Module):
         super().__init__()
         self.beta = check_beta(beta)
         self.reduction = check_choice("reduction", reduction, ("mean", "sum", "none"))
-        self.backend = backend
+        self.backend = dispatch.check_available(backend, dispatch.PAIRWISE_BACKENDS)
 
     def forward(self, samples: Tensor, target: Tensor, weights: Optional[Tensor] = None) -> Tensor:
         return functional.energy_score(
@@ -71,7 +72,7 @@ class EnergyDistanceLoss(nn.Module):
         self.beta = check_beta(beta)
         self.statistic = check_choice("statistic", statistic, ("v", "u"))
         self.include_xx = include_xx
-        self.backend = backend
+        self.backend = dispatch.check_available(backend, dispatch.PAIRWISE_BACKENDS)
 
     def forward(
         self,

@@ -55,7 +55,7 @@ class BlockMaskedLinear(nn.Module):
             raise ValueError(
                 f"activation must be one of {sorted(ACTIVATIONS)} or None, got {activation!r}"
             )
-        dispatch.check_backend(backend, dispatch.MASKED_BACKENDS)
+        dispatch.check_available(backend, dispatch.MASKED_BACKENDS)
         self.plan = MaskPlan.build(in_levels, out_levels, strict)
         self.activation = activation
         self.backend = backend

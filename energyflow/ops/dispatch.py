@@ -125,6 +125,18 @@ def check_backend(backend: object, choices: tuple[str, ...]) -> str:
     return backend  # type: ignore[return-value]
 
 
+def check_available(backend: object, choices: tuple[str, ...]) -> str:
+    """``backend`` if it is one of ``choices`` and installed here (the C++ extension built,
+    triton importable), else a ValueError saying why: what a module checks at construction
+    (whether the tensors' device suits it is known only at the call)."""
+    backend = check_backend(backend, choices)
+    if backend == "cpp":
+        cpp_module()
+    elif backend == "triton":
+        triton_kernels()
+    return backend
+
+
 def _require_triton(device: torch.device) -> None:
     triton_kernels()
     if device.type == "cpu" and not triton_interpreted():

@@ -18,8 +18,9 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from energyflow.ops import dispatch
-from energyflow.ops.pairwise import scale_forward_gradient
+from energyflow.ops import dispatch, second_order, value_range
+from energyflow.ops.forward_gradients import FusedFunction, save_forward_gradients
+from energyflow.ops.pairwise import fold_vmap, needs_grad, scaled_outputs
 
 # Up to this many samples per target the direct kernel is used (it beats the pairwise kernel
 # there; benchmarks/results/energy_cpu.md has the energy-score grid).
@@ -51,46 +52,65 @@ def has_direct_path(backend: str, samples_per_target: int) -> bool:
 
 
 @torch.library.custom_op("energyflow::energy_score_direct", mutates_args=())
-def _direct_op(
-    samples: Tensor, target: Tensor, beta: float, want_grad: bool, backend: str
+def _direct_kernel(
+    samples: Tensor, target: Tensor, beta: float, want_grad: bool, backend: str, names: str
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """samples (B, m, D), target (B, D) -> scores (B,) and, if ``want_grad``, d score_b /
-    d samples (B, m, D) and d score_b / d target (B, D) (else empty tensors); all in the
-    accumulation dtype."""
-    return DIRECT_SCORES[backend](samples, target, beta, want_grad)
-
-
-@_direct_op.register_fake
-def _direct_fake(samples, target, beta, want_grad, backend):
+    """samples (B, m, D), target (B, D) -> scores (B,) in float64 and, if ``want_grad``,
+    d score_b / d samples (B, m, D) and d score_b / d target (B, D) in the accumulation dtype
+    (else empty tensors). Values are checked and out-of-range points rescaled here
+    (``value_range``); ``names``: the public names of samples and target."""
     acc = dispatch.accumulation_dtype(samples.dtype)
-    scores = samples.new_empty(samples.shape[:1], dtype=acc)
+    k = value_range.range_exponent((samples, target), (), names, acc)
+    if k:
+        samples, target = (value_range.times_power_of_two(t.to(acc), k) for t in (samples, target))
+    scores, grad_samples, grad_target = DIRECT_SCORES[backend](samples, target, beta, want_grad)
+    return scaled_outputs(k, beta, scores, (grad_samples, grad_target))
+
+
+@_direct_kernel.register_fake
+def _direct_fake(samples, target, beta, want_grad, backend, names):
+    acc = dispatch.accumulation_dtype(samples.dtype)
+    scores = samples.new_empty(samples.shape[:1], dtype=torch.float64)
     grad_samples = samples.new_empty(samples.shape if want_grad else (0,), dtype=acc)
     grad_target = target.new_empty(target.shape if want_grad else (0,), dtype=acc)
     return scores, grad_samples, grad_target
 
 
-def _setup(ctx, inputs, output):
-    ctx.save_for_backward(*inputs[:2], *output[1:])
+torch.library.register_vmap(_direct_kernel, fold_vmap(_direct_kernel, 2))
 
 
-def _backward(ctx, grad_scores, _grad_samples_out, _grad_target_out):
-    samples, target, grad_samples, grad_target = ctx.saved_tensors
-    need = ctx.needs_input_grad
-    return (
-        scale_forward_gradient(grad_scores, grad_samples, samples, need[0]),
-        scale_forward_gradient(grad_scores, grad_target, target, need[1]),
-        None,
-        None,
-        None,
+def _second_order(samples, target, cot_samples, cot_target, *, beta):
+    """The energy score's double backward from cross and self terms (``ops.second_order``):
+    score_b = sum_j (1/m) r(x_b, y_bj)^beta - sum_{j != k} c^2 r(y_bj, y_bk)^beta with
+    c^2 = 1 / (2 m (m - 1))."""
+    m = samples.shape[1]
+    ones = samples.new_ones(samples.shape[:1] + (1,), dtype=torch.float64)
+    per_sample = samples.new_full(samples.shape[:2], 1.0 / m, dtype=torch.float64)
+    spread_weights = samples.new_full(samples.shape[:2], (2.0 * m * (m - 1)) ** -0.5)
+    cot_target = None if cot_target is None else cot_target[:, None]
+    to_target, (grad_target, grad_samples, _, _) = second_order.cross_second_order(
+        target[:, None], samples, ones, per_sample, beta, cot_target, cot_samples, None, None
     )
+    spread, (grad_spread, _) = second_order.self_second_order(
+        samples, spread_weights.to(torch.float64), beta, cot_samples, None
+    )
+    return to_target - spread, (grad_samples - grad_spread, grad_target[:, 0])
 
 
-_direct_op.register_autograd(_backward, setup_context=_setup)
+class _EnergyScores(FusedFunction):
+    @staticmethod
+    def forward(samples, target, beta, want_grad, backend, names):
+        return _direct_kernel(samples, target, beta, want_grad, backend, names)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        save_forward_gradients(ctx, inputs, output, _second_order)
 
 
-def energy_scores(samples: Tensor, target: Tensor, beta: float, backend: str) -> Tensor:
-    """Per-target energy scores (B,) in the accumulation dtype, by the direct kernel of
-    ``backend`` (see ``has_direct_path``); samples (B, m, D), target (B, D), validated."""
-    want_grad = torch.is_grad_enabled() and (samples.requires_grad or target.requires_grad)
-    scores, _, _ = _direct_op(samples, target, beta, want_grad, backend)
-    return scores
+def energy_scores(
+    samples: Tensor, target: Tensor, beta: float, backend: str, names: str = "samples,target"
+) -> Tensor:
+    """Per-target energy scores (B,) in float64, by the direct kernel of ``backend`` (see
+    ``has_direct_path``); samples (B, m, D), target (B, D)."""
+    want_grad = needs_grad(samples, target)
+    return _EnergyScores.apply(samples, target, beta, want_grad, backend, names)[0]

@@ -200,28 +200,66 @@ def _masked_linear_fake(x, weight, bias, prefix, first_out, tiles, activation, k
 
 @torch.library.custom_op("energyflow::masked_linear_grad_input", mutates_args=())
 def _grad_input_op(
-    grad_z: Tensor, weight: Tensor, first_out: Tensor, tiles: list[int], backend: str
-) -> Tensor:
+    grad_z: Tensor, weight: Tensor, prefix: Tensor, first_out: Tensor, tiles: list[int],
+    backend: str,
+) -> Tensor:  # fmt: skip
     """grad_z (M, out) -> grad_x = grad_z (W*mask) (M, in)."""
     return MASKED_LINEAR[backend].grad_input(grad_z, weight, first_out, tiles)
 
 
 @_grad_input_op.register_fake
-def _grad_input_fake(grad_z, weight, first_out, tiles, backend):
+def _grad_input_fake(grad_z, weight, prefix, first_out, tiles, backend):
     return grad_z.new_empty(grad_z.shape[0], weight.shape[1])
 
 
 @torch.library.custom_op("energyflow::masked_linear_grad_weight", mutates_args=())
 def _grad_weight_op(
-    grad_z: Tensor, x: Tensor, prefix: Tensor, tiles: list[int], backend: str
+    grad_z: Tensor, x: Tensor, prefix: Tensor, first_out: Tensor, tiles: list[int], backend: str
 ) -> Tensor:
     """grad_z (M, out), x (M, in) -> grad_W = (grad_z^T x) * mask (out, in)."""
     return MASKED_LINEAR[backend].grad_weight(grad_z, x, prefix, tiles)
 
 
 @_grad_weight_op.register_fake
-def _grad_weight_fake(grad_z, x, prefix, tiles, backend):
+def _grad_weight_fake(grad_z, x, prefix, first_out, tiles, backend):
     return x.new_empty(grad_z.shape[1], x.shape[1])
+
+
+def _linear(x: Tensor, weight: Tensor, prefix: Tensor, first_out: Tensor, tiles, backend):
+    """x (W*mask)^T, differentiable (no bias, no activation)."""
+    return _masked_linear_op(x, weight, None, prefix, first_out, tiles, "none", False, backend)[0]
+
+
+def _grad_op_setup(ctx, inputs, output):
+    left, right, prefix, first_out, tiles, backend = inputs
+    ctx.save_for_backward(left, right, prefix, first_out)
+    ctx.options = (tiles, backend)
+
+
+# Both gradients are bilinear maps made of the layer's own masked products, so their derivatives
+# are too: double (and higher) backward reuse the three ops.
+def _grad_input_backward(ctx, cotangent):
+    grad_z, weight, prefix, first_out = ctx.saved_tensors
+    tiles, backend = ctx.options
+    need = ctx.needs_input_grad
+    d_grad_z = _linear(cotangent, weight, prefix, first_out, tiles, backend) if need[0] else None
+    d_weight = (
+        _grad_weight_op(grad_z, cotangent, prefix, first_out, tiles, backend) if need[1] else None
+    )
+    return d_grad_z, d_weight, None, None, None, None
+
+
+def _grad_weight_backward(ctx, cotangent):
+    grad_z, x, prefix, first_out = ctx.saved_tensors
+    tiles, backend = ctx.options
+    need = ctx.needs_input_grad
+    d_grad_z = _linear(x, cotangent, prefix, first_out, tiles, backend) if need[0] else None
+    d_x = _grad_input_op(grad_z, cotangent, prefix, first_out, tiles, backend) if need[1] else None
+    return d_grad_z, d_x, None, None, None, None
+
+
+_grad_input_op.register_autograd(_grad_input_backward, setup_context=_grad_op_setup)
+_grad_weight_op.register_autograd(_grad_weight_backward, setup_context=_grad_op_setup)
 
 
 def _setup(ctx, inputs, output):
@@ -230,7 +268,7 @@ def _setup(ctx, inputs, output):
     ctx.options = (tiles, activation, backend, bias is not None)
 
 
-def _backward(ctx, grad_out, _grad_preactivation):
+def _backward(ctx, grad_out, grad_preactivation):
     x, weight, z, prefix, first_out = ctx.saved_tensors
     tiles, activation, backend, has_bias = ctx.options
     grad_z = grad_out
@@ -241,9 +279,11 @@ def _backward(ctx, grad_out, _grad_preactivation):
             grad_z = torch.ops.aten.threshold_backward(grad_out, z, 0.0)
         else:
             grad_z = grad_out * activation_derivative(activation, z)
+        if grad_preactivation is not None and grad_preactivation.numel():
+            grad_z = grad_z + grad_preactivation  # a double backward differentiates through z
     need = ctx.needs_input_grad
-    grad_x = _grad_input_op(grad_z, weight, first_out, tiles, backend) if need[0] else None
-    grad_w = _grad_weight_op(grad_z, x, prefix, tiles, backend) if need[1] else None
+    grad_x = _grad_input_op(grad_z, weight, prefix, first_out, tiles, backend) if need[0] else None
+    grad_w = _grad_weight_op(grad_z, x, prefix, first_out, tiles, backend) if need[1] else None
     grad_b = grad_z.sum(0) if has_bias and need[2] else None
     return grad_x, grad_w, grad_b, None, None, None, None, None, None
 

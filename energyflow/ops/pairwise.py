@@ -26,12 +26,13 @@ so that callers combine several of them (the energy distance) without rounding e
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 from torch import Tensor
 
-from energyflow.ops import dispatch, pairwise_reference
+from energyflow.ops import dispatch, pairwise_reference, second_order, value_range
+from energyflow.ops.forward_gradients import FusedFunction, save_forward_gradients
 
 RowStats = Callable[[Tensor, Tensor, Tensor, float, bool, bool], tuple[Tensor, Tensor]]
 
@@ -175,12 +176,37 @@ def _side(
     return total, points_grad, scale * rowsum
 
 
+def scaled_outputs(
+    k: int, beta: float, total: Tensor, point_grads: tuple[Tensor, ...], weight_grads=()
+) -> tuple[Tensor, ...]:
+    """A kernel's results on points scaled by 2^k, scaled back (``value_range``): the sum in
+    float64 times 2^(-beta k), the point gradients times 2^((1 - beta) k), the weight gradients
+    times 2^(-beta k)."""
+    return (
+        value_range.times_power_of_two(total.to(torch.float64), -beta * k),
+        *(value_range.times_power_of_two(g, (1.0 - beta) * k) for g in point_grads),
+        *(value_range.times_power_of_two(g, -beta * k) for g in weight_grads),
+    )
+
+
+def _in_range(points: tuple[Tensor, ...], weights: tuple[Tensor, ...], names: str):
+    """The exponent k of a call (checking its values) and its points scaled by 2^k in the
+    accumulation dtype (unchanged when k = 0)."""
+    acc = dispatch.accumulation_dtype(points[0].dtype)
+    k = value_range.range_exponent(points, weights, names, acc)
+    if k == 0:
+        return k, points
+    return k, tuple(value_range.times_power_of_two(p.to(acc), k) for p in points)
+
+
 # The fused sums compute their gradients in the forward pass when autograd will need them (the
 # backward pass only scales them by the incoming gradient): the row pass that gives a side's
 # gradient gives the sum too, so a training step runs 2 passes for the cross sum and 1 for a
-# self sum instead of 1 + 2 and 1 + 1 (the same trade as Liger-Kernel's fused losses).
+# self sum instead of 1 + 2 and 1 + 1 (the same trade as Liger-Kernel's fused losses). The ops
+# check their values and rescale out-of-range points themselves (``value_range``), so the same
+# errors and the same finite results hold in eager mode, in compiled graphs and under vmap.
 @torch.library.custom_op("energyflow::cross_power_sum", mutates_args=())
-def _fused_cross_power_sum(
+def _cross_kernel(
     x: Tensor,
     y: Tensor,
     x_weights: Tensor,
@@ -189,16 +215,21 @@ def _fused_cross_power_sum(
     grad_x: bool,
     grad_y: bool,
     backend: str,
+    names: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """-> S (B,), and dS/dx, dS/da if ``grad_x``, dS/dy, dS/db if ``grad_y`` (else empty).
+    """-> S (B,) in float64, and dS/dx, dS/dy, dS/da, dS/db (those of x and a if ``grad_x``, of
+    y and b if ``grad_y``; else empty), in the accumulation dtype. ``names``: the public names
+    of x, y and the weights (comma-separated), for the error messages.
 
     Either side's pass gives S: one pass when only one side needs gradients (the y side when
     neither does), and when both do on the C++ paths (``_two_sided``)."""
+    k, (x, y) = _in_range((x, y), (x_weights, y_weights), names)
     if grad_x and grad_y and _two_sided(x, y, backend):
         rowsum, wdiff, colsum, col_wdiff = _cpp_cross_stats(x, y, x_weights, y_weights, beta)
         gx = wdiff.mul_(beta * x_weights.to(rowsum.dtype)[..., None])
         gy = col_wdiff.mul_(beta * y_weights.to(rowsum.dtype)[..., None])
-        return _weighted_total(x_weights, rowsum), gx, rowsum, gy, colsum
+        total = _weighted_total(x_weights, rowsum)
+        return scaled_outputs(k, beta, total, (gx, gy), (rowsum, colsum))
     if grad_x:
         total, gx, ga = _side(x, y, x_weights, y_weights, beta, False, True, backend)
     else:
@@ -208,21 +239,24 @@ def _fused_cross_power_sum(
         total, gy, gb = _side(y, x, y_weights, x_weights, beta, False, grad_y, backend)
     else:
         gy, gb = total.new_empty(0), total.new_empty(0)
-    return total, gx, ga, gy, gb
+    return scaled_outputs(k, beta, total, (gx, gy), (ga, gb))
 
 
 @torch.library.custom_op("energyflow::self_power_sum", mutates_args=())
-def _fused_self_power_sum(
-    y: Tensor, y_weights: Tensor, beta: float, grad_y: bool, backend: str
+def _self_kernel(
+    y: Tensor, y_weights: Tensor, beta: float, grad_y: bool, backend: str, names: str
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """-> S_self (B,), and dS/dy, dS/db if ``grad_y`` (else empty). Symmetric in (i, j): the
-    row statistics serve both ends of every pair, hence the factor 2 on the gradients."""
+    """-> S_self (B,) in float64, and dS/dy, dS/db if ``grad_y`` (else empty). Symmetric in
+    (i, j): the row statistics serve both ends of every pair, hence the factor 2 on the
+    gradients."""
+    k, (y,) = _in_range((y,), (y_weights,), names)
     if grad_y and y.shape[-2] >= SELF_ONE_PASS_MIN_ROWS and _two_sided(y, y, backend):
         rowsum, wdiff = _cpp_self_stats(y, y_weights, beta)
         weights = y_weights.to(rowsum.dtype)
         gy = wdiff.mul_((2.0 * beta) * weights[..., None])
-        return _weighted_total(weights, rowsum), gy, 2.0 * rowsum
-    return _side(y, y, y_weights, y_weights, beta, True, grad_y, backend, scale=2.0)
+        return scaled_outputs(k, beta, _weighted_total(weights, rowsum), (gy,), (2.0 * rowsum,))
+    total, gy, gb = _side(y, y, y_weights, y_weights, beta, True, grad_y, backend, scale=2.0)
+    return scaled_outputs(k, beta, total, (gy,), (gb,))
 
 
 def _gradient_fakes(points: Tensor, acc: torch.dtype, wanted: bool) -> tuple[Tensor, Tensor]:
@@ -231,94 +265,102 @@ def _gradient_fakes(points: Tensor, acc: torch.dtype, wanted: bool) -> tuple[Ten
     return points.new_empty(points.shape, dtype=acc), points.new_empty(points.shape[:2], dtype=acc)
 
 
-@_fused_cross_power_sum.register_fake
-def _cross_fake(x, y, x_weights, y_weights, beta, grad_x, grad_y, backend):
+@_cross_kernel.register_fake
+def _cross_fake(x, y, x_weights, y_weights, beta, grad_x, grad_y, backend, names):
     acc = dispatch.accumulation_dtype(x.dtype)
-    return (
-        x.new_empty(x.shape[:1], dtype=acc),
-        *_gradient_fakes(x, acc, grad_x),
-        *_gradient_fakes(y, acc, grad_y),
-    )
+    gx, ga = _gradient_fakes(x, acc, grad_x)
+    gy, gb = _gradient_fakes(y, acc, grad_y)
+    return x.new_empty(x.shape[:1], dtype=torch.float64), gx, gy, ga, gb
 
 
-@_fused_self_power_sum.register_fake
-def _self_fake(y, y_weights, beta, grad_y, backend):
+@_self_kernel.register_fake
+def _self_fake(y, y_weights, beta, grad_y, backend, names):
     acc = dispatch.accumulation_dtype(y.dtype)
-    return (y.new_empty(y.shape[:1], dtype=acc), *_gradient_fakes(y, acc, grad_y))
+    return (y.new_empty(y.shape[:1], dtype=torch.float64), *_gradient_fakes(y, acc, grad_y))
 
 
-def scale_forward_gradient(
-    grad: Tensor, computed: Tensor, like: Tensor, needed: bool
-) -> Optional[Tensor]:
-    """The backward pass of an op that computed its gradient in the forward pass: grad (B,) times
-    that gradient, in ``like``'s dtype (None when autograd does not need it)."""
-    if not needed:
-        return None
-    if computed.numel() == 0 and like.numel() != 0:
-        raise RuntimeError("a gradient was not computed in its op's forward pass")
-    g = grad.to(computed.dtype).reshape(-1, *([1] * (computed.dim() - 1)))
-    return (g * computed).to(like.dtype)
+def fold_vmap(op, tensor_count: int):
+    """A vmap rule for an op on (B, ...) tensors: the mapped dimension is folded into B (inputs
+    without it are expanded), and every non-empty output unfolded again."""
+
+    def rule(info, in_dims, *args):
+        size = info.batch_size
+        folded = []
+        for t, dim in zip(args[:tensor_count], in_dims[:tensor_count]):
+            t = t.movedim(dim, 0) if dim is not None else t.expand(size, *t.shape)
+            folded.append(t.reshape(-1, *t.shape[2:]))
+        outputs = op(*folded, *args[tensor_count:])
+        unfolded = tuple(o.reshape(size, -1, *o.shape[1:]) if o.numel() else o for o in outputs)
+        return unfolded, tuple(0 if o.numel() else None for o in outputs)
+
+    return rule
 
 
-def _cross_setup(ctx, inputs, output):
-    ctx.save_for_backward(*inputs[:4], *output[1:])
+torch.library.register_vmap(_cross_kernel, fold_vmap(_cross_kernel, 4))
+torch.library.register_vmap(_self_kernel, fold_vmap(_self_kernel, 2))
 
 
-def _cross_backward(ctx, grad, *_unused):
-    x, y, a, b, gx, ga, gy, gb = ctx.saved_tensors
-    need = ctx.needs_input_grad
-    return (
-        scale_forward_gradient(grad, gx, x, need[0]),
-        scale_forward_gradient(grad, gy, y, need[1]),
-        scale_forward_gradient(grad, ga, a, need[2]),
-        scale_forward_gradient(grad, gb, b, need[3]),
-        None,
-        None,
-        None,
-        None,
-    )
+def _cross_rule(x, y, a, b, u, v, s, t, *, beta):
+    return second_order.cross_second_order(x, y, a, b, beta, u, v, s, t)
 
 
-def _self_setup(ctx, inputs, output):
-    ctx.save_for_backward(*inputs[:2], *output[1:])
+def _self_rule(y, b, v, t, *, beta):
+    return second_order.self_second_order(y, b, beta, v, t)
 
 
-def _self_backward(ctx, grad, *_unused):
-    y, b, gy, gb = ctx.saved_tensors
-    need = ctx.needs_input_grad
-    return (
-        scale_forward_gradient(grad, gy, y, need[0]),
-        scale_forward_gradient(grad, gb, b, need[1]),
-        None,
-        None,
-        None,
-    )
+class _CrossPowerSum(FusedFunction):
+    @staticmethod
+    def forward(x, y, x_weights, y_weights, beta, grad_x, grad_y, backend, names):
+        return _cross_kernel(x, y, x_weights, y_weights, beta, grad_x, grad_y, backend, names)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        save_forward_gradients(ctx, inputs, output, _cross_rule)
 
 
-_fused_cross_power_sum.register_autograd(_cross_backward, setup_context=_cross_setup)
-_fused_self_power_sum.register_autograd(_self_backward, setup_context=_self_setup)
+class _SelfPowerSum(FusedFunction):
+    @staticmethod
+    def forward(y, y_weights, beta, grad_y, backend, names):
+        return _self_kernel(y, y_weights, beta, grad_y, backend, names)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        save_forward_gradients(ctx, inputs, output, _self_rule)
 
 
-def _needs_grad(*tensors: Tensor) -> bool:
+def needs_grad(*tensors: Tensor) -> bool:
+    """Whether autograd will ask for a gradient of any of ``tensors``."""
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def cross_power_sum(
-    x: Tensor, y: Tensor, x_weights: Tensor, y_weights: Tensor, beta: float, backend: str
+    x: Tensor,
+    y: Tensor,
+    x_weights: Tensor,
+    y_weights: Tensor,
+    beta: float,
+    backend: str,
+    names: str = "x,y,x_weights,y_weights",
 ) -> Tensor:
-    """S(X, Y; a, b) = sum_ij a_i b_j ||x_i - y_j||^beta on validated batched inputs.
+    """S(X, Y; a, b) = sum_ij a_i b_j ||x_i - y_j||^beta on batched inputs.
 
-    x (B, N, D), y (B, M, D), x_weights a (B, N), y_weights b (B, M) -> (B,) in the accumulation
-    dtype; ``backend`` is a resolved name (``dispatch.resolve_pairwise``).
+    x (B, N, D), y (B, M, D), x_weights a (B, N), y_weights b (B, M) -> (B,) in float64;
+    ``backend`` is a resolved name (``dispatch.resolve_pairwise``), ``names`` the public names
+    of the four inputs for error messages (NaN, inf and negative weights are refused here).
     """
     if backend == "reference":
+        value_range.check_readable((x, y), (x_weights, y_weights), names)
         return pairwise_reference.cross_power_sum(x, y, x_weights, y_weights, beta)
-    grad_x, grad_y = _needs_grad(x, x_weights), _needs_grad(y, y_weights)
-    return _fused_cross_power_sum(x, y, x_weights, y_weights, beta, grad_x, grad_y, backend)[0]
+    grad_x, grad_y = needs_grad(x, x_weights), needs_grad(y, y_weights)
+    return _CrossPowerSum.apply(x, y, x_weights, y_weights, beta, grad_x, grad_y, backend, names)[0]
 
 
-def self_power_sum(y: Tensor, y_weights: Tensor, beta: float, backend: str) -> Tensor:
-    """S_self(Y; b) = sum_{i != j} b_i b_j ||y_i - y_j||^beta; y (B, M, D), b (B, M) -> (B,)."""
+def self_power_sum(
+    y: Tensor, y_weights: Tensor, beta: float, backend: str, names: str = "y,y_weights"
+) -> Tensor:
+    """S_self(Y; b) = sum_{i != j} b_i b_j ||y_i - y_j||^beta; y (B, M, D), b (B, M) -> (B,)
+    in float64."""
     if backend == "reference":
+        value_range.check_readable((y,), (y_weights,), names)
         return pairwise_reference.self_power_sum(y, y_weights, beta)
-    return _fused_self_power_sum(y, y_weights, beta, _needs_grad(y, y_weights), backend)[0]
+    return _SelfPowerSum.apply(y, y_weights, beta, needs_grad(y, y_weights), backend, names)[0]

@@ -1,10 +1,11 @@
 """Pure-PyTorch reference of the pairwise power sums (docs/math.md, section 4).
 
-These define what is correct: every fused backend is tested against them. They build the full
-(B, N, M) distance matrix with exact differences (``torch.cdist`` without the matrix-product
-shortcut), so duplicates give r = 0 exactly, and take ``r**beta`` with the subgradient 0 at r = 0
-(a double ``where`` keeps the gradient finite there). Gradients come from torch autograd.
-fp16/bf16 inputs are computed in fp32, and the sums returned in fp32 (as the fused ops do).
+These define what is correct: every fused backend is tested against them. They build every
+difference x_i - y_j, a (B, N, M, D) tensor (small inputs only), so duplicates give r = 0
+exactly, and take ``(r^2)^(beta/2)`` with the subgradient 0 at r = 0 (a double ``where`` keeps
+every derivative finite there). Derivatives of every order come from torch autograd. Every input
+is computed in float64 (which holds the squared distances of any fp32 input) and the sums are
+returned in float64, as the fused ops return theirs.
 """
 
 from __future__ import annotations
@@ -12,24 +13,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-_HALF = (torch.float16, torch.bfloat16)
 
-
-def _distances(x: Tensor, y: Tensor) -> Tensor:
-    """(B, N, D), (B, M, D) -> (B, N, M) Euclidean distances from exact differences."""
-    return torch.cdist(x, y, compute_mode="donot_use_mm_for_euclid_dist")
-
-
-def _power(r: Tensor, beta: float) -> Tensor:
-    """r**beta with value and gradient 0 where r == 0."""
-    positive = r > 0
-    return torch.where(
-        positive, torch.where(positive, r, torch.ones_like(r)) ** beta, torch.zeros_like(r)
-    )
-
-
-def _upcast(*tensors: Tensor) -> list[Tensor]:
-    return [t.float() if t.dtype in _HALF else t for t in tensors]
+def _powers(x: Tensor, y: Tensor, beta: float) -> Tensor:
+    """(B, N, D), (B, M, D) -> (B, N, M) of ||x_i - y_j||^beta in float64, 0 where x_i = y_j."""
+    x, y = x.to(torch.float64), y.to(torch.float64)
+    r2 = (x[:, :, None] - y[:, None]).square().sum(-1)
+    positive = r2 > 0
+    safe = torch.where(positive, r2, torch.ones_like(r2))
+    return torch.where(positive, safe ** (0.5 * beta), torch.zeros_like(r2))
 
 
 def cross_power_sum(
@@ -37,20 +28,16 @@ def cross_power_sum(
 ) -> Tensor:
     """S(X, Y; a, b) = sum_ij a_i b_j ||x_i - y_j||^beta.
 
-    x (B, N, D), y (B, M, D), x_weights a (B, N), y_weights b (B, M) -> (B,)
+    x (B, N, D), y (B, M, D), x_weights a (B, N), y_weights b (B, M) -> (B,) float64
     """
-    x, y, x_weights, y_weights = _upcast(x, y, x_weights, y_weights)
-    kernel = _power(_distances(x, y), beta)
-    return torch.einsum("bn,bnm,bm->b", x_weights, kernel, y_weights)
+    a, b = x_weights.to(torch.float64), y_weights.to(torch.float64)
+    return torch.einsum("bn,bnm,bm->b", a, _powers(x, y, beta), b)
 
 
 def self_power_sum(y: Tensor, y_weights: Tensor, beta: float) -> Tensor:
-    """S_self(Y; b) = sum_{i != j} b_i b_j ||y_i - y_j||^beta.
+    """S_self(Y; b) = sum_{i != j} b_i b_j ||y_i - y_j||^beta (the diagonal has r = 0).
 
-    y (B, M, D), y_weights b (B, M) -> (B,)
+    y (B, M, D), y_weights b (B, M) -> (B,) float64
     """
-    y, y_weights = _upcast(y, y_weights)
-    kernel = _power(_distances(y, y), beta)
-    off_diagonal = ~torch.eye(y.shape[1], dtype=torch.bool, device=y.device)
-    kernel = kernel * off_diagonal
-    return torch.einsum("bn,bnm,bm->b", y_weights, kernel, y_weights)
+    b = y_weights.to(torch.float64)
+    return torch.einsum("bn,bnm,bm->b", b, _powers(y, y, beta), b)

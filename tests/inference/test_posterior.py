@@ -111,8 +111,24 @@ def test_bad_observations_name_the_problem():
     posterior = fit_posterior(theta, x, steps=1, **SMALL)
     with pytest.raises(ValueError, match=r"x_obs must be \(3,\)"):
         posterior.sample(10, torch.zeros(2))
-    with pytest.raises(ValueError, match="n must be >= 1"):
-        posterior.sample(0, torch.zeros(3))
+    with pytest.raises(TypeError, match="sample_shape must be"):
+        posterior.sample(-1, torch.zeros(3))
+    with pytest.raises(TypeError, match="sample_shape must be"):
+        posterior.sample(2.5, torch.zeros(3))
+
+
+def test_sample_shape_follows_torch_distributions():
+    """``sample_shape`` as torch.distributions takes it, for the posterior and the priors."""
+    task = get_task("two_moons")
+    theta, x = task.simulations(200)
+    posterior = fit_posterior(theta, x, prior=task.prior, steps=1, **SMALL)
+    one, three = task.observations[0], task.observations[:3]
+    for shape, lead in [(10, (10,)), ((10,), (10,)), ((2, 5), (2, 5)), (torch.Size(), ())]:
+        assert posterior.sample(shape, one).shape == (*lead, 2)
+        assert posterior.sample(shape, three).shape == (*lead, 3, 2)
+        assert task.prior.sample(shape).shape == (*lead, 2)
+    assert posterior.sample(0, three).shape == (0, 3, 2)
+    assert bool(task.prior.contains(posterior.sample((4, 5), three)).all())
 
 
 def test_mle_flow_held_out_nll_stays_bounded_on_slcp_like_data():
