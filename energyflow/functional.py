@@ -74,6 +74,12 @@ def fp32_under_autocast(op: Callable[..., Tensor]) -> Callable[..., Tensor]:
     return wrapper
 
 
+def _names(*points: str, **weights: Optional[Tensor]) -> str:
+    """The names a kernel's errors use: the points', then each user-given weights' (an empty
+    name for weights the op made itself, which the kernel does not check again)."""
+    return ",".join([*points, *(name if w is not None else "" for name, w in weights.items())])
+
+
 def _representable(value: Tensor, dtype: torch.dtype, op: str) -> Tensor:
     """``value`` (float64) in ``dtype``; a ValueError where (readably) a finite value does not
     fit, rather than a silent inf: the fp32 result of fp32 points near 3e38 can exceed fp32."""
@@ -191,11 +197,12 @@ def pairwise_power_sum(
     x3 = _batched(x, 3)
     a = _batched(x_weights, 2) if x_weights is not None else _ones_like_rows(x3)
     if y is None:
-        out = self_power_sum(x3, a, beta, backend, names="x,x_weights")
+        out = self_power_sum(x3, a, beta, backend, _names("x", x_weights=x_weights))
     else:
         y3 = _batched(y, 3)
         b = _batched(y_weights, 2) if y_weights is not None else _ones_like_rows(y3)
-        out = cross_power_sum(x3, y3, a, b, beta, backend)
+        names = _names("x", "y", x_weights=x_weights, y_weights=y_weights)
+        out = cross_power_sum(x3, y3, a, b, beta, backend, names)
     out = _representable(out, x.dtype, "pairwise_power_sum")
     return out[0] if unbatched else out
 
@@ -245,11 +252,10 @@ def energy_score(
     else:
         ones_target = _ones_like_rows(target3)
         ones_samples = _ones_like_rows(samples3)
-        names = "target,samples,weights,weights"
         to_target = cross_power_sum(
-            target3, samples3, ones_target, ones_samples, beta, backend, names
+            target3, samples3, ones_target, ones_samples, beta, backend, "target,samples,,"
         )
-        spread = self_power_sum(samples3, ones_samples, beta, backend, "samples,weights")
+        spread = self_power_sum(samples3, ones_samples, beta, backend, "samples,")
         scores = to_target / m - spread / (2 * m * (m - 1))
     scores = _reduced(scores, weights, reduction, unbatched=samples.dim() == 2)
     return _representable(scores, dispatch.accumulation_dtype(samples.dtype), "energy_score")
@@ -454,17 +460,18 @@ def energy_distance(
             if count < 2:
                 raise ValueError(f"statistic='u' needs at least 2 points in {name}, got {count}")
         ones_x, ones_y = _ones_like_rows(x3), _ones_like_rows(y3)
-        out = 2 * cross_power_sum(x3, y3, ones_x, ones_y, beta, backend) / (n * m)
-        out = out - self_power_sum(y3, ones_y, beta, backend) / (m * (m - 1))
+        out = 2 * cross_power_sum(x3, y3, ones_x, ones_y, beta, backend, "x,y,,") / (n * m)
+        out = out - self_power_sum(y3, ones_y, beta, backend, "y,") / (m * (m - 1))
         if include_xx:
-            out = out - self_power_sum(x3, ones_x, beta, backend, "x,x_weights") / (n * (n - 1))
+            out = out - self_power_sum(x3, ones_x, beta, backend, "x,") / (n * (n - 1))
     else:
         a = _normalised(_batched(x_weights, 2), x3)
         b = _normalised(_batched(y_weights, 2), y3)
-        out = 2 * cross_power_sum(x3, y3, a, b, beta, backend)
-        out = out - self_power_sum(y3, b, beta, backend)
+        names = _names("x", "y", x_weights=x_weights, y_weights=y_weights)
+        out = 2 * cross_power_sum(x3, y3, a, b, beta, backend, names)
+        out = out - self_power_sum(y3, b, beta, backend, _names("y", y_weights=y_weights))
         if include_xx:
-            out = out - self_power_sum(x3, a, beta, backend, "x,x_weights")
+            out = out - self_power_sum(x3, a, beta, backend, _names("x", x_weights=x_weights))
     out = _representable(out, dispatch.accumulation_dtype(x.dtype), "energy_distance")
     return out[0] if unbatched else out
 

@@ -113,4 +113,4 @@ def energy_scores(
     """Per-target energy scores (B,) in float64, by the direct kernel of ``backend`` (see
     ``has_direct_path``); samples (B, m, D), target (B, D)."""
     want_grad = needs_grad(samples, target)
-    return _EnergyScores.apply(samples, target, beta, want_grad, backend, names)[0]
+    return _EnergyScores.call(samples, target, beta, want_grad, backend, names)[0]

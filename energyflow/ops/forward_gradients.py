@@ -98,6 +98,7 @@ def save_forward_gradients(ctx, inputs: tuple, output: tuple, second_order: Seco
     ctx.arguments = len(inputs)
     ctx.save_for_backward(*inputs[:count], *output[1:])
     ctx.mark_non_differentiable(*output[1:])
+    ctx.set_materialize_grads(False)  # no zero cotangents for the gradient outputs
 
 
 class FusedFunction(torch.autograd.Function):
@@ -108,8 +109,20 @@ class FusedFunction(torch.autograd.Function):
 
     generate_vmap_rule = True
 
+    @classmethod
+    def call(cls, *args):
+        """``apply`` with every argument positional. In plain eager mode it skips what
+        ``Function.apply`` spends on binding default arguments through ``inspect`` (about 40 us
+        a call, as much as a small kernel); traced or transformed calls take ``apply``."""
+        if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+            return cls.apply(*args)
+        args = torch._functorch.utils.unwrap_dead_wrappers(args)
+        return super(torch.autograd.Function, cls).apply(*args)
+
     @staticmethod
     def backward(ctx, grad, *_unused):
+        if grad is None:  # the sum was not used (its gradient outputs get no cotangent)
+            return (None,) * ctx.arguments
         saved = ctx.saved_tensors
         count = len(saved) // 2
         needed = ctx.needs_input_grad[:count]

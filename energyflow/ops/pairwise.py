@@ -340,27 +340,26 @@ def cross_power_sum(
     y_weights: Tensor,
     beta: float,
     backend: str,
-    names: str = "x,y,x_weights,y_weights",
+    names: str,
 ) -> Tensor:
     """S(X, Y; a, b) = sum_ij a_i b_j ||x_i - y_j||^beta on batched inputs.
 
     x (B, N, D), y (B, M, D), x_weights a (B, N), y_weights b (B, M) -> (B,) in float64;
     ``backend`` is a resolved name (``dispatch.resolve_pairwise``), ``names`` the public names
-    of the four inputs for error messages (NaN, inf and negative weights are refused here).
+    of the four inputs for error messages (NaN, inf and negative weights are refused here; see
+    ``value_range.range_exponent``).
     """
     if backend == "reference":
         value_range.check_readable((x, y), (x_weights, y_weights), names)
         return pairwise_reference.cross_power_sum(x, y, x_weights, y_weights, beta)
     grad_x, grad_y = needs_grad(x, x_weights), needs_grad(y, y_weights)
-    return _CrossPowerSum.apply(x, y, x_weights, y_weights, beta, grad_x, grad_y, backend, names)[0]
+    return _CrossPowerSum.call(x, y, x_weights, y_weights, beta, grad_x, grad_y, backend, names)[0]
 
 
-def self_power_sum(
-    y: Tensor, y_weights: Tensor, beta: float, backend: str, names: str = "y,y_weights"
-) -> Tensor:
+def self_power_sum(y: Tensor, y_weights: Tensor, beta: float, backend: str, names: str) -> Tensor:
     """S_self(Y; b) = sum_{i != j} b_i b_j ||y_i - y_j||^beta; y (B, M, D), b (B, M) -> (B,)
     in float64."""
     if backend == "reference":
         value_range.check_readable((y,), (y_weights,), names)
         return pairwise_reference.self_power_sum(y, y_weights, beta)
-    return _SelfPowerSum.apply(y, y_weights, beta, needs_grad(y, y_weights), backend, names)[0]
+    return _SelfPowerSum.call(y, y_weights, beta, needs_grad(y, y_weights), backend, names)[0]

@@ -59,13 +59,15 @@ def range_exponent(
     """Check the values of one kernel call and return the exponent k of its rescaling.
 
     ``names`` holds the arguments' public names, comma-separated, points first then weights
-    (as the caller's error messages name them). k = 0 when the largest coordinate lies in
-    ``SAFE_RANGE[acc]`` (or all are 0); else the largest coordinate times 2^k lies in [1/2, 1).
+    (as the caller's error messages name them); weights with an empty name were made by the
+    caller (ones, normalised uniform weights) and are not checked. k = 0 when the largest
+    coordinate lies in ``SAFE_RANGE[acc]`` (or all are 0); else the largest coordinate times
+    2^k lies in [1/2, 1).
     """
     labels = names.split(",")
     largest = max(check_finite(label, t) for label, t in zip(labels, points))
     for label, w in zip(labels[len(points) :], weights):
-        if w is not None:
+        if w is not None and label:
             check_weight_values(label, w)
     low, high = SAFE_RANGE[acc]
     if largest == 0.0 or low <= largest <= high:
