@@ -37,6 +37,7 @@ def machine_description(device: str) -> dict:
         "python": platform.python_version(),
         "device": device,
         "backends": ef.backends(),
+        "date": time.strftime("%Y-%m-%d"),
     }
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name()

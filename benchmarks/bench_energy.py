@@ -6,7 +6,8 @@
    - ``energyflow``: ``ef.energy_distance(x, y)`` (C++ on CPU, Triton on CUDA);
    - ``plain torch``: ``2*cdist(x,y).mean() - cdist(x,x).mean() - cdist(y,y).mean()`` with
      torch's default ``cdist`` (the headline baseline: what a user writes in three lines);
-   - ``reference (exact differences)``: energyflow's own oracle, ``backend="reference"``;
+   - ``reference (exact differences)``: energyflow's own oracle, ``backend="reference"`` (it
+     keeps every difference x_i - y_j in float64, to be differentiable twice: small sizes only);
    - ``keops``: the same three means with ``pykeops`` LazyTensors (no N x M buffer);
    - ``geomloss``: ``SamplesLoss("energy")`` (computes ED / 2; tensorized backend).
 
@@ -144,9 +145,14 @@ def distance_rows(
                 calls: dict[str, Step] = {FUSED: fused_step(x, y)}
                 notes: dict[str, str] = {}
                 for name in baselines:
+                    # the reference differentiates twice: it keeps every x_i - y_j in fp64
+                    reference_bytes = 3 * 8.0 * n * n * d
                     if name != "keops" and matrix_bytes > budget:
                         gib = matrix_bytes / 2**30
                         notes[name] = f"skipped: N x M matrices need ~{gib:.0f} GiB"
+                    elif name == REFERENCE and reference_bytes > budget / 4:
+                        gib = reference_bytes / 2**30
+                        notes[name] = f"skipped: N x M x D differences need ~{gib:.0f} GiB"
                     elif n > slow_limit or (name == REFERENCE and n > 4096):
                         notes[name] = "skipped: would take minutes at this size"
                     else:
@@ -176,6 +182,26 @@ def distance_rows(
                     print(json.dumps(row), flush=True)
                 del x, y, calls
     return rows
+
+
+def with_kept_baselines(fresh: list[dict], saved: list[dict], measured: str) -> list[dict]:
+    """``fresh`` rows, plus the saved rows of the baselines not run this time (``--baselines``
+    names fewer), their speedups recomputed against this run's energyflow seconds and marked
+    with the date they were measured (a minute-a-call library need not rerun with every
+    change of the fused kernels)."""
+    ran = {(r["N"], r["D"], r["setup"], r["method"]) for r in fresh}
+    ours = {(r["N"], r["D"], r["setup"]): r for r in fresh if r["method"] == FUSED}
+    rows = list(fresh)
+    for old in saved:
+        key = (old["N"], old["D"], old["setup"])
+        if (*key, old["method"]) in ran or key not in ours or old["method"] == FUSED:
+            continue
+        kept = {**old, "measured": old.get("measured", measured)}
+        if "seconds" in kept and "seconds" in ours[key]:
+            kept["speedup"] = kept["seconds"] / ours[key]["seconds"]
+        rows.append(kept)
+    order = {name: i for i, name in enumerate((FUSED, *BASELINES))}
+    return sorted(rows, key=lambda r: (r["N"], r["D"], r["setup"] != "train", order[r["method"]]))
 
 
 def broadcast_energy_score(samples: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -318,7 +344,8 @@ def markdown(machine: dict, results: dict) -> str:
             timing = [f"{r['seconds']:.4f}", speed, f"{r['peak_extra_mb']:.0f}"]
         else:
             timing = ["-", "-", r["note"]]
-        cells.append([str(r["N"]), str(r["D"]), r["setup"], r["method"], *timing])
+        method = r["method"] + (f" ({r['measured']})" if "measured" in r else "")
+        cells.append([str(r["N"]), str(r["D"]), r["setup"], method, *timing])
     lines += _table(
         ["N = M", "D", "setup", "method", "seconds", "energyflow speedup", "peak extra (MB)"], cells
     )
@@ -375,10 +402,11 @@ def main() -> None:
     stem = args.name or f"energy_{args.device}"
     saved = RESULTS / f"{stem}.json"
     results = json.loads(saved.read_text()) if saved.exists() else {}
+    saved_machine = results.get("machine", {})
     results = {part: results.get(part, []) for part in PARTS}
     warm_up(args.device, tuple(args.baselines))
     if "distance" in args.parts:
-        results["distance"] = distance_rows(
+        fresh = distance_rows(
             args.device,
             args.sizes,
             args.dims,
@@ -387,6 +415,8 @@ def main() -> None:
             args.slow_limit,
             tuple(args.baselines),
         )
+        measured = f"measured {saved_machine['date']}" if "date" in saved_machine else "earlier run"
+        results["distance"] = with_kept_baselines(fresh, results["distance"], measured)
     if "score" in args.parts:
         results["score"] = score_rows(
             args.device, args.score_batches, args.score_ms, args.dims, args.repeats, budget

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One script for a CUDA machine (see DEVELOPERS.md): compile the Triton kernels for real, check
+# One script for a CUDA machine (README, "Benchmarks"): compile the Triton kernels for real, check
 # them against the reference, time them against the cdist baseline, print a short table last.
 # Output goes to stdout and to benchmarks/results/ (energy_cuda.{json,md}, gpu_validate.txt).
 # Usage: bash benchmarks/gpu_check.sh   (uses the python on PATH, which needs torch + triton)

@@ -17,8 +17,9 @@ import time
 import numpy as np
 import torch
 
-from energyflow.inference import c2st, get_task
+from energyflow.inference import get_task
 from energyflow.inference.tasks import REFERENCES, slcp_reference_mcmc
+from energyflow.metrics import c2st
 
 DRAWS = 10000
 AGREEMENT = 0.55

@@ -35,16 +35,18 @@ import torch
 from _zuko import ZukoFlow
 
 from _common import RESULTS, machine_description
+from energyflow import metrics
 from energyflow.models import BlockAffineFlow, GenerativeModel, SemiAutoregressiveGenerator
-from energyflow.training import metrics
 from energyflow.training.data import Dataset, load_dataset
 from energyflow.training.fit import TrainConfig, fit
 
 SEEDS = (0, 1, 2)
+# maximum likelihood as every flow here trains: batch 256, lr 1e-3, 10% validation
+MLE = TrainConfig(objective="mle", batch_size=256, lr=1e-3, val_fraction=0.1)
 SNAPSHOT_SECONDS = 5.0
 
 
-def ZukoMAF(features: int) -> GenerativeModel:
+def zuko_maf(features: int) -> GenerativeModel:
     """zuko's MAF as the study's baseline: 4 transforms, hidden (128, 128)."""
     return ZukoFlow("MAF", features, transforms=4, hidden_features=(128, 128))
 
@@ -75,18 +77,21 @@ class Snapshots:
 
 
 def score(model: GenerativeModel, dataset: Dataset, seed: int, full: bool = True) -> dict:
-    """Test metrics of a trained model (C2ST first)."""
+    """Test judges of a trained model (``energyflow.metrics.judge``: the strong C2ST first);
+    ``full`` adds the sbibm MLP C2ST, the distances, the likelihoods and the sampling time."""
     test = torch.as_tensor(dataset.test)
     torch.manual_seed(1000 + seed)
     samples = model.sample((max(2000, len(test)),))
     finite = torch.isfinite(samples).all(-1)
     if not bool(finite[: len(test)].all()):  # a diverged model: perfectly distinguishable
         return {"c2st": 1.0, "nonfinite_fraction": float((~finite).double().mean())}
-    row = {"c2st": metrics.c2st(samples[: len(test)], test, seed=seed)}
+    shown = samples[: len(test)]
+    row = metrics.judge(shown, test, seed=seed)
     if not full:
         return row
-    row["energy_distance"] = metrics.sample_energy_distance(samples[: len(test)], test)
-    row["mmd"] = metrics.mmd(samples[: len(test)], test)
+    row["c2st_mlp"] = metrics.c2st_mlp(shown, test, seed=seed)
+    row["energy_distance"] = metrics.sample_energy_distance(shown, test)
+    row["mmd"] = metrics.mmd(shown, test)
     row["kde_log_likelihood"] = metrics.kde_log_likelihood(model.sample((10000,)), test)
     if model.has_density:
         with torch.no_grad():
@@ -206,7 +211,8 @@ def run_cells(cells: list[tuple[str, str, dict, dict]], budget: float) -> list[d
             run = train(model, dataset, config, budget, seed)
             per_seed.append({**run, **score(model, dataset, seed, full=False)})
         row = {"factor": factor, "level": level, "runs": per_seed}
-        row["c2st_mean"], row["c2st_sd"] = summarise([r["c2st"] for r in per_seed])
+        for key in ("c2st", "off_support_share", "precision"):
+            row[f"{key}_mean"], row[f"{key}_sd"] = summarise([r.get(key) for r in per_seed])
         row["steps_mean"] = float(np.mean([r["steps"] for r in per_seed]))
         print(json.dumps({k: v for k, v in row.items() if k != "runs"}), flush=True)
         rows.append(row)
@@ -237,16 +243,21 @@ def ablation_markdown(machine: dict, result: dict) -> str:
         f"{len(result['seeds'])} seeds per cell (mean +- sd), one factor changed at a time from "
         "the base recipe (K=2, hidden (256, 256), batch 512, lr 1e-3, energy distance with beta 1, "
         "no EMA, no warm-up; 10% of the rows validate, best weights kept). C2ST: held-out "
-        "classifier accuracy, 0.5 is best; the effect is the change against the base.",
+        "accuracy of the stronger of a boosted-tree and a 25-NN classifier (0.5 is best); the "
+        "effect is the change against the base; off-support: share of samples farther from the "
+        "test rows than 99.9% of those are from each other (the data's: 0.001); precision: "
+        "k-NN precision (1 is best).",
         "",
-        "| factor | level | C2ST | effect | steps |",
-        "|---|---|---:|---:|---:|",
+        "| factor | level | C2ST | effect | off-support | precision | steps |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         effect = r["c2st_mean"] - base["c2st_mean"]
         lines.append(
             f"| {r['factor']} | {r['level']} | {r['c2st_mean']:.3f} +- {r['c2st_sd']:.3f} | "
-            f"{'' if r['factor'] == 'base' else f'{effect:+.3f}'} | {r['steps_mean']:.0f} |"
+            f"{'' if r['factor'] == 'base' else f'{effect:+.3f}'} | "
+            f"{r['off_support_share_mean']:.4f} | {r['precision_mean']:.3f} | "
+            f"{r['steps_mean']:.0f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -261,18 +272,24 @@ def comparison_models(
     energy = TrainConfig()  # unset fields: fit fills in the recipe for the data
     saef = recommended_model_options(features, "saef")
     flow = recommended_model_options(features, "affine")
-    mle = TrainConfig(objective="mle", batch_size=256, lr=1e-3, val_fraction=0.1)
     hybrid = TrainConfig(objective="hybrid")
     return [
         ("SAEF (energy, recipe)", lambda: SemiAutoregressiveGenerator(features, **saef), energy),
         ("BlockAffineFlow (energy, recipe)", lambda: BlockAffineFlow(features, **flow), energy),
         ("BlockAffineFlow (hybrid)", lambda: BlockAffineFlow(features, **flow), hybrid),
-        ("BlockAffineFlow (MLE)", lambda: BlockAffineFlow(features, **flow), mle),
-        ("zuko MAF (MLE)", lambda: ZukoMAF(features), mle),
+        ("BlockAffineFlow (MLE)", lambda: BlockAffineFlow(features, **flow), MLE),
+        ("zuko MAF (MLE)", lambda: zuko_maf(features), MLE),
     ]
 
 
-METRICS = ("c2st", "energy_distance", "mmd", "kde_log_likelihood", "log_likelihood")
+METRICS = (
+    *metrics.JUDGES,
+    "c2st_mlp",
+    "energy_distance",
+    "mmd",
+    "kde_log_likelihood",
+    "log_likelihood",
+)
 
 
 def run_comparison(name: str, budget: float, curves: bool) -> dict:
@@ -401,10 +418,13 @@ def comparison_markdown(machine: dict, saved: dict) -> str:
         "model by its own objective and the best weights are kept. Energy models use "
         "energyflow's recommended recipe (`energyflow.training.recipe`; the ablation behind it: "
         "[study_ablation.md](study_ablation.md)). zuko's MAF: 4 transforms, hidden (128, 128), "
-        "batch 256, lr 1e-3. C2ST = held-out classifier accuracy (0.5 is best; the primary "
-        "metric), ED = test energy distance (what energy training optimises), MMD (Gaussian "
-        "kernel), KDE = Gaussian-KDE log-likelihood from 10,000 samples, LL = exact mean test "
-        "log-likelihood (flows).",
+        "batch 256, lr 1e-3. Judged on held-out rows by `energyflow.metrics.judge`: C2ST = "
+        "cross-validated accuracy of the stronger of a boosted-tree (trees) and a 25-NN (k-NN) "
+        "classifier (0.5 is best; the primary metric), MLP = the sbibm MLP C2ST (a weaker judge, "
+        "for comparison), P / R = k-NN precision / recall, off = off-support share (samples "
+        "farther from the test rows than 99.9% of those are from each other; the data's own: "
+        "0.001), ED = test energy distance (what energy training optimises), LL = exact mean "
+        "test log-likelihood (flows).",
         "",
     ]
     for name, payload in results.items():
@@ -413,15 +433,17 @@ def comparison_markdown(machine: dict, saved: dict) -> str:
             "",
             f"![samples]({payload['figure']})",
             "",
-            "| model | params | steps | C2ST | ED | MMD | KDE LL | LL | sample 10k s |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| model | params | steps | C2ST | trees | k-NN | MLP | P | R | off | ED | LL "
+            "| sample 10k s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in payload["rows"]:
             lines.append(
                 f"| {r['model']} | {r['parameters']} | {r['steps'][0]:.0f} | {_cell(r['c2st'])} | "
-                f"{_cell(r['energy_distance'], 4)} | {_cell(r['mmd'], 4)} | "
-                f"{_cell(r['kde_log_likelihood'], 2)} | {_cell(r['log_likelihood'], 2)} | "
-                f"{r['sample_10k_seconds'][0]:.3f} |"
+                f"{r['c2st_boosted_trees'][0]:.3f} | {r['c2st_knn'][0]:.3f} | "
+                f"{r['c2st_mlp'][0]:.3f} | {r['precision'][0]:.3f} | {r['recall'][0]:.3f} | "
+                f"{r['off_support_share'][0]:.4f} | {_cell(r['energy_distance'], 4)} | "
+                f"{_cell(r['log_likelihood'], 2)} | {r['sample_10k_seconds'][0]:.3f} |"
             )
         if "time_to_quality_figure" in payload:
             lines += ["", f"![time to quality]({payload['time_to_quality_figure']})"]
@@ -472,9 +494,8 @@ def run_cli_defaults(steps: int) -> list[dict]:
                 seconds = time.perf_counter() - started
                 result = json.loads((out / "metrics.json").read_text())
                 dataset = load_dataset(str(root / f"{name}.npy"), seed=seed)
-                maf = ZukoMAF(dataset.features)
-                mle = TrainConfig(objective="mle", batch_size=256, lr=1e-3, val_fraction=0.1)
-                train(maf, dataset, mle, result["seconds"], seed)
+                maf = zuko_maf(dataset.features)
+                train(maf, dataset, MLE, result["seconds"], seed)
                 per_seed.append(
                     {
                         "cli_seconds_total": seconds,
@@ -518,9 +539,162 @@ def cli_markdown(rows: list[dict]) -> list[str]:
     return lines + [""]
 
 
+# ---- part 4: sample fidelity with the command line's defaults -----------------------------------
+FIDELITY_DATASETS = ("8gaussians", "moons", "checkerboard", "digits")
+FIDELITY_VARIANTS = {
+    "energyflow train (CLI defaults)": [],
+    "CLI defaults, no mixture latent": ["--mixture-components", "0"],
+}
+FIDELITY_BASELINES = ("zuko MAF (defaults, MLE)", "zuko NSF (defaults, MLE)")
+
+
+def centre_off_support(samples: np.ndarray, test: np.ndarray) -> tuple[float, float]:
+    """8 Gaussians: the shares of samples and of test rows farther from the nearest mode centre
+    than the test rows' 99.9th percentile of that distance."""
+    angles = np.arange(8) * 2 * math.pi / 8
+    centres = 2 * np.stack([np.cos(angles), np.sin(angles)], 1)
+
+    def distance(rows: np.ndarray) -> np.ndarray:
+        return np.linalg.norm(rows[:, None] - centres[None], axis=-1).min(1)
+
+    threshold = np.quantile(distance(test), 0.999)
+    return float((distance(samples) > threshold).mean()), float((distance(test) > threshold).mean())
+
+
+def judged(samples: np.ndarray, dataset: Dataset, seed: int) -> dict:
+    test = dataset.test
+    row = metrics.judge(samples[: max(len(test), 5000)], test, seed=seed)
+    row["c2st_mlp"] = metrics.c2st_mlp(samples, test, seed=seed)
+    if dataset.name == "8gaussians":
+        row["centre_off_support"], row["data_centre_off_support"] = centre_off_support(
+            samples, test
+        )
+    return row
+
+
+def run_fidelity(datasets: list[str], budget: float) -> list[dict]:
+    """Each dataset: ``energyflow train --data NAME --time-budget B`` (nothing else but the
+    seed; also without the mixture latent), and zuko's MAF and NSF at their documented defaults
+    trained by maximum likelihood for the same seconds; 3 seeds; 5000 samples judged against
+    the held-out rows."""
+    import tempfile
+    from pathlib import Path
+
+    from energyflow.models import load_model
+    from energyflow.training.cli import main as cli_main
+
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in datasets:
+            for label in [
+                *FIDELITY_VARIANTS,
+                "zuko MAF (defaults, MLE)",
+                "zuko NSF (defaults, MLE)",
+            ]:
+                per_seed = []
+                for seed in SEEDS:
+                    dataset = load_dataset(name, seed=seed)
+                    if label in FIDELITY_VARIANTS:
+                        out = Path(scratch) / f"{name}-{len(rows)}-{seed}"
+                        args = ["train", "--data", name, "--out", str(out), "--seed", str(seed)]
+                        args += ["--time-budget", str(budget), "--steps", str(10**9)]
+                        cli_main(args + FIDELITY_VARIANTS[label])
+                        model = load_model(out / "model.pt")
+                        steps = json.loads((out / "metrics.json").read_text())["steps"]
+                    else:
+                        torch.manual_seed(seed)
+                        model = ZukoFlow(label.split()[1], dataset.features)
+                        steps = train(model, dataset, MLE, budget, seed)["steps"]
+                    torch.manual_seed(1000 + seed)
+                    with torch.no_grad():
+                        samples = model.sample((5000,)).numpy()
+                    per_seed.append({"steps": steps, **judged(samples, dataset, seed)})
+                    if seed == SEEDS[0]:
+                        per_seed[-1]["shown"] = samples[:2000].tolist()
+                row = {"data": name, "model": label, "budget": budget, "runs": per_seed}
+                for key in per_seed[0]:
+                    if key != "shown":
+                        row[key] = summarise([r[key] for r in per_seed])
+                print(json.dumps({k: v for k, v in row.items() if k != "runs"}), flush=True)
+                rows.append(row)
+    return rows
+
+
+def fidelity_markdown(machine: dict, rows: list[dict]) -> str:
+    lines = [
+        "# Sample fidelity with the command line's defaults",
+        "",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}. "
+        f"`energyflow train --data NAME --time-budget {rows[0]['budget']:.0f}` and nothing else "
+        "but `--seed` (and, as an ablation, `--mixture-components 0`), against zuko's MAF and NSF "
+        "at their documented defaults (3 transforms, hidden (64, 64); NSF 8 bins) trained by "
+        "maximum likelihood for the same seconds (batch 256, lr 1e-3, 10% validation, best "
+        "weights). 3 seeds, mean +- sd; 5000 samples judged against the held-out rows by "
+        "`energyflow.metrics.judge`: C2ST = the stronger of boosted trees and 25-NN (0.5 is "
+        "best), MLP = the sbibm MLP C2ST (weaker, for comparison), P / R = k-NN precision / "
+        "recall, off = off-support share (the data's own: 0.001); for 8 Gaussians also the "
+        "share of samples farther from every mode centre than 99.9% of the test rows are "
+        "(centre off; the test rows': 0.001).",
+        "",
+        "| data | model | steps | C2ST | trees | k-NN | MLP | P | R | off | centre off |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        centre = _cell(r["centre_off_support"], 4) if "centre_off_support" in r else "-"
+        lines.append(
+            f"| {r['data']} | {r['model']} | {r['steps'][0]:.0f} | {_cell(r['c2st'])} | "
+            f"{r['c2st_boosted_trees'][0]:.3f} | {r['c2st_knn'][0]:.3f} | "
+            f"{r['c2st_mlp'][0]:.3f} | {r['precision'][0]:.3f} | {r['recall'][0]:.3f} | "
+            f"{_cell(r['off_support_share'], 4)} | {centre} |"
+        )
+    lines += ["", "## Verdicts (computed from the rows above)", ""]
+    for name in dict.fromkeys(r["data"] for r in rows):
+        here = [r for r in rows if r["data"] == name]
+        ours = here[0]
+        baseline = min(
+            (r for r in here if r["model"].startswith("zuko")), key=lambda r: r["c2st"][0]
+        )
+        gap = ours["c2st"][0] - baseline["c2st"][0]
+        lines.append(
+            f"- {name}: CLI defaults C2ST {_cell(ours['c2st'])} vs the better zuko flow "
+            f"({baseline['model']}) {_cell(baseline['c2st'])}: {gap:+.3f} "
+            f"({'met' if gap <= 0.02 else 'not met'}: target at most +0.02)."
+        )
+    return "\n".join(lines) + "\n"
+
+
+def save_fidelity_grid(rows: list[dict]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    toys = [r for r in rows if r["data"] != "digits"]
+    names = list(dict.fromkeys(r["data"] for r in toys))
+    models = list(dict.fromkeys(r["model"] for r in toys))
+    fig, axes = plt.subplots(len(names), len(models), figsize=(2.6 * len(models), 2.6 * len(names)))
+    for i, name in enumerate(names):
+        for j, model in enumerate(models):
+            ax = axes[i, j]
+            row = next(r for r in toys if (r["data"], r["model"]) == (name, model))
+            shown = np.asarray(row["runs"][0]["shown"])
+            ax.scatter(shown[:, 0], shown[:, 1], s=0.5, alpha=0.4)
+            ax.set_title(f"{name}: {model}\nC2ST {row['c2st'][0]:.3f}", fontsize=6)
+            ax.set_aspect("equal")
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    path = RESULTS / "study_fidelity.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=("ablation", "combine", "compare", "cli"), required=True)
+    parser.add_argument(
+        "--part", choices=("ablation", "combine", "compare", "cli", "fidelity"), required=True
+    )
     parser.add_argument("--cli-steps", type=int, default=3000, help="--steps of part cli")
     parser.add_argument(
         "--datasets", nargs="+", default=["8gaussians", "checkerboard", "digits", "breast_cancer"]
@@ -544,6 +718,19 @@ def main() -> None:
         )
         (RESULTS / "study_ablation.md").write_text(ablation_markdown(machine, result))
         print((RESULTS / "study_ablation.md").read_text())
+        return
+    if args.part == "fidelity":
+        names = [n for n in args.datasets if n in FIDELITY_DATASETS] or list(FIDELITY_DATASETS)
+        stored = RESULTS / "study_fidelity.json"
+        rows = json.loads(stored.read_text())["rows"] if stored.exists() else []
+        fresh = run_fidelity(names, args.budget)
+        rows = [r for r in rows if r["data"] not in names] + fresh
+        stored.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
+        save_fidelity_grid(rows)
+        (RESULTS / "study_fidelity.md").write_text(
+            fidelity_markdown(machine, rows) + "\n![samples](study_fidelity.png)\n"
+        )
+        print((RESULTS / "study_fidelity.md").read_text())
         return
     if args.part == "cli":  # appended to study.json / study.md
         saved = json.loads((RESULTS / "study.json").read_text())

@@ -20,9 +20,11 @@ from typing import Optional
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from energyflow import metrics
 from energyflow._io import atomic_npy, atomic_write_json, read_matrix_npy
-from energyflow.inference.metrics import c2st, corner_plot
+from energyflow.inference.plots import corner_plot
 from energyflow.inference.posterior import SUPPORTS, fit_posterior
 from energyflow.inference.priors import BoxPrior, Prior
 from energyflow.inference.tasks import TASKS, get_task
@@ -131,23 +133,32 @@ def cmd_posterior(args: argparse.Namespace, given: set[str]) -> int:
     }
     if posterior.last_acceptance_rate is not None:
         result["acceptance_rate"] = posterior.last_acceptance_rate
-    scores = []
-    for index in range(len(observations)):
+    judged: dict[str, list[float]] = {"c2st": [], "c2st_mlp": []}
+    for index in tqdm(range(len(observations)), desc="judging and plotting", unit="observation"):
         reference = task.reference_posterior(index, args.c2st_draws) if task is not None else None
+        title = f"observation {index}"
         if reference is not None:
-            scores.append(c2st(draws[: args.c2st_draws, index], reference, seed=args.seed))
+            ours = draws[: args.c2st_draws, index]
+            judged["c2st"].append(metrics.c2st(ours, reference, seed=args.seed))
+            judged["c2st_mlp"].append(metrics.c2st_mlp(ours, reference, seed=args.seed))
+            title += f", C2ST {judged['c2st'][-1]:.3f}"
         corner_plot(
             draws[:, index],
             out / f"corner_{index}.png",
             reference=reference,
             truth=None if task is None else task.true_parameters[index],
-            title=f"observation {index}" + (f", C2ST {scores[-1]:.3f}" if scores else ""),
+            title=title,
         )
-    if scores:
-        result["c2st"] = scores
-        result["c2st_mean"] = float(np.mean(scores))
+    for name, scores in judged.items():
+        if scores:
+            result[name] = scores
+            result[f"{name}_mean"] = float(np.mean(scores))
     atomic_write_json(result, out / "metrics.json")
-    summary = f", mean C2ST {result['c2st_mean']:.3f}" if scores else ""
+    summary = (
+        f", mean C2ST {result['c2st_mean']:.3f} (sbibm MLP C2ST {result['c2st_mlp_mean']:.3f})"
+        if "c2st" in result
+        else ""
+    )
     print(
         f"posterior: {out / 'posterior.pt'}; samples {tuple(draws.shape)} -> "
         f"{out / 'samples.npy'}{summary}"

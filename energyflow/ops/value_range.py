@@ -27,6 +27,11 @@ from torch import Tensor
 SAFE_RANGE = {torch.float32: (2.0**-40, 2.0**40), torch.float64: (2.0**-400, 2.0**400)}
 
 
+class NonFiniteError(ValueError):
+    """An argument holds NaN or inf (a ValueError: bad input; ``fit`` reports one met in the
+    model's own samples as a diverged run)."""
+
+
 def largest_magnitude(tensor: Tensor) -> float:
     """max |entry| in one pass (NaN if any entry is NaN, inf if any is infinite; 0 if empty)."""
     if tensor.numel() == 0:
@@ -39,7 +44,7 @@ def check_finite(name: str, tensor: Tensor) -> float:
     """Raise if ``tensor`` holds NaN or inf; return its largest |entry|."""
     largest = largest_magnitude(tensor)
     if not math.isfinite(largest):
-        raise ValueError(f"{name} contains NaN or inf; remove or impute those entries first")
+        raise NonFiniteError(f"{name} contains NaN or inf; remove or impute those entries first")
     return largest
 
 

@@ -37,10 +37,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from energyflow import distributed
+from energyflow import distributed, metrics
 from energyflow._io import atomic_npy, atomic_write_json, read_matrix_npy
 from energyflow.models import MODELS, GenerativeModel, build_model, load_model
-from energyflow.training import metrics
 from energyflow.training.config import (
     ESTIMATORS,
     OBJECTIVES,
@@ -91,6 +90,7 @@ def with_recipe(run: dict, dataset: Dataset) -> dict:
         "blocks": model["blocks"],
         "hidden": list(model["hidden_features"]),
         "noise_features": model.get("noise_features", 0),
+        "mixture_components": model.get("mixture_components", 0),
         "residual": model.get("residual", False),
     }
     training = with_recipe_config(
@@ -116,14 +116,17 @@ def model_for_run(run: dict, dataset: Dataset) -> GenerativeModel:
         hidden_features=tuple(run["hidden"]),
         transforms=run["transforms"],
         noise_features=run.get("noise_features") or None,
+        mixture_components=run.get("mixture_components") or 0,
         residual=run.get("residual") or False,
     )
 
 
 def evaluate(
-    model: GenerativeModel, dataset: Dataset, *, rows: int = 2000, full: bool = False
+    model: GenerativeModel, dataset: Dataset, *, rows: int = 5000, full: bool = False
 ) -> dict:
-    """Test metrics of a model (sampled on its device, scored on the CPU); ``full`` adds C2ST,
+    """Test metrics of a model (sampled on its device, scored on the CPU): the energy distance;
+    with ``full``, the strong judges (``energyflow.metrics.judge``: tree and k-NN C2ST,
+    precision/recall, density/coverage, off-support share), the sbibm MLP C2ST as a named extra,
     MMD and the likelihoods."""
     test = torch.as_tensor(dataset.test[:rows])
     context = None if dataset.context_test is None else torch.as_tensor(dataset.context_test[:rows])
@@ -135,8 +138,9 @@ def evaluate(
             samples = model.sample((), context.to(device)).cpu()
     result = {"test_energy_distance": metrics.sample_energy_distance(samples, test)}
     if full:
+        result.update(metrics.judge(samples, test))
+        result["c2st_mlp"] = metrics.c2st_mlp(samples, test)
         result["mmd"] = metrics.mmd(samples, test)
-        result["c2st_accuracy"] = metrics.c2st(samples, test)
         if context is None:
             many = model.sample((10000,)).cpu()
             result["kde_log_likelihood_estimate"] = metrics.kde_log_likelihood(many, test)
@@ -356,8 +360,10 @@ def _report(model: GenerativeModel, dataset: Dataset, state, out: Path) -> None:
         out / PICTURE, shown, dataset.test[:2000], dataset.image_shape, type(model).__name__
     )
     print(
-        f"test energy distance {result['test_energy_distance']:.4f}, "
-        f"C2ST accuracy {result['c2st_accuracy']:.3f}"
+        f"test energy distance {result['test_energy_distance']:.4f}, C2ST {result['c2st']:.3f} "
+        f"(boosted trees {result['c2st_boosted_trees']:.3f}, k-NN {result['c2st_knn']:.3f}), "
+        f"precision {result['precision']:.3f}, recall {result['recall']:.3f}, "
+        f"off-support share {result['off_support_share']:.4f} (data: 0.001)"
     )
     print(f"picture: {out / PICTURE}\nmetrics: {out / METRICS}")
 
@@ -560,6 +566,12 @@ def parser() -> argparse.ArgumentParser:
     add("--residual", action=argparse.BooleanOptionalAction, default=None, help="saef (recipe: on)")
     add("--transforms", type=POSITIVE, default=4, help="affine flow only")
     add("--noise-features", type=NON_NEGATIVE, default=None, help="saef only (recipe: 2 x D)")
+    add(
+        "--mixture-components",
+        type=NON_NEGATIVE,
+        default=None,
+        help="saef only: discrete latent components (0: none; recipe: 16 for D <= 8, else 0)",
+    )
     add("--context-cols", nargs="+", default=[], help="columns (index or CSV name) as context")
     add("--header", action=argparse.BooleanOptionalAction, default=None, help="CSV header row")
     add("--n-train", type=AT_LEAST_10, default=20000, help="rows drawn for the 2-D toys")

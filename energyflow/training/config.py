@@ -9,6 +9,7 @@ from typing import Optional
 from torch import Tensor
 
 from energyflow.models.base import GenerativeModel
+from energyflow.ops.value_range import check_finite
 from energyflow.training.device import PRECISIONS
 from energyflow.training.recipe import recommended_settings
 
@@ -142,6 +143,9 @@ def check_setup(
     _check_numbers(config)
     if data.dim() != 2 or data.shape[1] != model.features:
         raise ValueError(f"data must be (N, {model.features}), got shape {tuple(data.shape)}")
+    check_finite("data", data)  # a NaN met later is the model's own (fit: a diverged run)
+    if context is not None:
+        check_finite("context", context)
     if (context is None) != (model.context_features == 0):
         raise ValueError("pass context exactly when the model has context features")
     if context is not None and context.shape != (len(data), model.context_features):

@@ -48,6 +48,7 @@ from tqdm import tqdm
 from energyflow import distributed
 from energyflow._io import atomic_save
 from energyflow.models.base import GenerativeModel
+from energyflow.ops.value_range import NonFiniteError
 from energyflow.training.averaging import WeightAverage
 from energyflow.training.config import (
     ESTIMATORS,
@@ -281,15 +282,19 @@ def fit(
         rows = rows[mine]
         if noise is not None:
             noise = noise[(slice(None),) * row_dim + (mine,)]
-        with autocast(device, config.precision):
-            loss = step_module(rows_of[rows], context_of[rows], noise, generator)
+        try:
+            with autocast(device, config.precision):
+                loss = step_module(rows_of[rows], context_of[rows], noise, generator)
+        except NonFiniteError:  # the data were checked: the model's samples diverged
+            loss = torch.full((), math.nan, device=device)
         reported = loss.detach().clone()
         if multi:
             dist.all_reduce(reported)
             reported /= ranks
         if not torch.isfinite(reported):  # nothing is written: the last checkpoint stays good
             raise FloatingPointError(
-                f"the loss became {reported.item()} at step {state.step}; lower the learning rate"
+                f"the loss (or the model's samples) became {reported.item()} at step "
+                f"{state.step}: training diverged; lower the learning rate"
             )
         rate = config.lr * lr_factor(
             state.lr_segments,

@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 FEW_FEATURES = 8  # up to this many features: the "few features" rules below
+MIXTURE_COMPONENTS = 16
 BATCH_FEW_FEATURES, BATCH_MANY_FEATURES = 1024, 512
 ENERGY_RECIPE = {"beta": 0.5, "lr": 3e-3}
 MLE_RECIPE = {"beta": 1.0, "lr": 1e-3, "batch_size": 256}
@@ -65,8 +66,9 @@ def recommended_model_options(features: int, model: str = "saef") -> dict:
     """Constructor options for ``MODELS[model]`` ("saef" or "affine") on ``features`` features.
 
     Example:
-        >>> recommended_model_options(64)
-        {'blocks': 1, 'hidden_features': (512, 512, 512), 'residual': True, 'noise_features': 128}
+        >>> wide = recommended_model_options(64)
+        >>> wide["hidden_features"], wide["noise_features"], wide["mixture_components"]
+        ((512, 512, 512), 128, 0)
         >>> recommended_model_options(2)["hidden_features"]
         (128, 128, 128)
     """
@@ -77,6 +79,7 @@ def recommended_model_options(features: int, model: str = "saef") -> dict:
             "hidden_features": (128 if features <= FEW_FEATURES else width,) * 3,
             "residual": True,
             "noise_features": 2 * features,
+            "mixture_components": MIXTURE_COMPONENTS if features <= FEW_FEATURES else 0,
         }
     return {"blocks": min(features, 4), "transforms": 4, "hidden_features": (width, width)}
 

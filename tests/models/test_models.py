@@ -83,3 +83,35 @@ def test_save_and_load_round_trip(tmp_path):
     x, c = torch.randn(5, 3), torch.randn(5, 1)
     assert torch.allclose(loaded.log_prob(x, c), model.log_prob(x, c))
     assert torch.equal(loaded.scale, model.scale)
+
+
+def test_mixture_latent_components_follow_the_data_clusters(tmp_path):
+    """k-means on the data sets the components' centres and probabilities; the component of a
+    draw follows those probabilities, every sample of a component starts at its centre, and
+    save/load keeps them."""
+    from energyflow.models.generator import kmeans
+
+    torch.manual_seed(0)
+    clusters = torch.tensor([[-5.0, 0.0], [5.0, 0.0], [0.0, 5.0]])
+    data = torch.cat([clusters[i] + 0.1 * torch.randn(n, 2) for i, n in enumerate((300, 600, 100))])
+    centres, shares = kmeans(data, 3)
+    order = centres[:, 0].argsort()
+    torch.testing.assert_close(shares[order], torch.tensor([0.3, 0.1, 0.6]))  # x = -5, 0, 5
+    model = SemiAutoregressiveGenerator(2, 1, mixture_components=3, hidden_features=(16,))
+    model.fit_standardisation(data)
+    assert model.noise_features == 2 + 1
+    codes = model.component_codes(torch.randn(30000))
+    cdf = model.component_cdf
+    probabilities = torch.diff(cdf, prepend=cdf.new_zeros(1))
+    torch.testing.assert_close(codes.mean(0), probabilities, atol=0.01, rtol=0)
+    model.net.zero_output_layer()  # the network adds nothing: the centres alone
+    samples = model.sample((500,))
+    assert torch.cdist(samples, clusters).min(1).values.max() < 1.0
+    model.save(tmp_path / "m.pt")
+    loaded = load_model(tmp_path / "m.pt")
+    z = torch.randn(20, model.noise_features)
+    torch.testing.assert_close(
+        loaded._rsample_standardised(z, None), model._rsample_standardised(z, None)
+    )
+    with pytest.raises(ValueError, match="mixture_components"):
+        SemiAutoregressiveGenerator(2, 1, mixture_components=-1)

@@ -32,7 +32,7 @@ def test_cli_train_sample_eval(tmp_path, capsys):
     assert (
         result["steps"] == 30
         and np.isfinite(result["test_energy_distance"])
-        and 0 <= result["c2st_accuracy"] <= 1
+        and all(0 <= result[name] <= 1 for name in ("c2st", "c2st_knn", "precision", "recall"))
     )
     assert main(args) == 2 and "already holds a run" in capsys.readouterr().err
     assert main(["sample", "--run", str(out), "--n", "123", "--out", str(tmp_path / "s.npy")]) == 0

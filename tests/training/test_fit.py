@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from energyflow import metrics
 from energyflow.models import BlockAffineFlow, SemiAutoregressiveGenerator
-from energyflow.training import metrics
 from energyflow.training.data import toy
 from energyflow.training.fit import fit
 
@@ -355,3 +355,16 @@ def test_context_is_standardised_and_saved(tmp_path):
     assert torch.equal(old.context_loc, torch.zeros(2)) and torch.equal(
         old.context_scale, torch.ones(2)
     )
+
+
+def test_a_diverging_run_is_reported_as_such_not_as_bad_data():
+    """lr 1e20 drives the model's samples to inf: a FloatingPointError that says the run
+    diverged (the data were checked before the first step); NaN in the data is the data's."""
+    torch.manual_seed(0)
+    model = SemiAutoregressiveGenerator(2, 1, hidden_features=(16,))
+    with pytest.raises(FloatingPointError, match="diverged; lower the learning rate"):
+        fit(model, torch.randn(300, 2), steps=50, batch_size=64, lr=1e20, progress=False)
+    bad = torch.randn(300, 2)
+    bad[7, 1] = float("nan")
+    with pytest.raises(ValueError, match="data contains NaN"):
+        fit(model, bad, steps=5, batch_size=64, progress=False)

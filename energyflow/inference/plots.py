@@ -1,5 +1,5 @@
-"""How good a posterior is: C2ST against reference draws, as the SBI literature defines it
-(sbibm, Lueckmann et al. 2021), and a corner plot of posterior draws against the reference."""
+"""A corner plot of posterior draws against reference draws (the judges of a posterior are those
+of every sample: ``energyflow.metrics``)."""
 
 from __future__ import annotations
 
@@ -13,42 +13,7 @@ from torch import Tensor
 
 from energyflow._io import atomic_write_bytes
 
-__all__ = ["c2st", "corner_plot"]
-
-
-def c2st(samples: Tensor, reference: Tensor, *, seed: int = 0, folds: int = 5) -> float:
-    """Classifier two-sample test of ``samples`` (N, D) against ``reference`` (M, D): both
-    z-scored with the reference's mean and std, an MLP classifier with two hidden layers of
-    10 x D units (ReLU, Adam, up to 10,000 iterations), and the mean accuracy of ``folds``-fold
-    stratified cross-validation. 0.5: indistinguishable; 1: separable.
-
-    Example:
-        >>> g = torch.Generator().manual_seed(0)
-        >>> same = c2st(torch.randn(500, 2, generator=g), torch.randn(500, 2, generator=g))
-        >>> apart = c2st(torch.randn(500, 2, generator=g), torch.randn(500, 2, generator=g) + 3)
-        >>> same < 0.6 < 0.95 < apart
-        True
-    """
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.neural_network import MLPClassifier
-
-    a = torch.as_tensor(samples).double().cpu().numpy()
-    b = torch.as_tensor(reference).double().cpu().numpy()
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
-        raise ValueError(f"samples and reference must be (N, D) alike, got {a.shape} and {b.shape}")
-    if not (np.isfinite(a).all() and np.isfinite(b).all()):
-        raise ValueError("samples or reference hold NaN or inf")
-    mean, std = b.mean(0), b.std(0) + 1e-12
-    features = np.concatenate([(a - mean) / std, (b - mean) / std])
-    labels = np.concatenate([np.zeros(len(a)), np.ones(len(b))])
-    dim = a.shape[1]
-    classifier = MLPClassifier(
-        hidden_layer_sizes=(10 * dim, 10 * dim), max_iter=10000, solver="adam", random_state=seed
-    )
-    split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return float(
-        np.mean(cross_val_score(classifier, features, labels, cv=split, scoring="accuracy"))
-    )
+__all__ = ["corner_plot"]
 
 
 def corner_plot(
