@@ -6,8 +6,9 @@
    - ``energyflow``: ``ef.energy_distance(x, y)`` (C++ on CPU, Triton on CUDA);
    - ``plain torch``: ``2*cdist(x,y).mean() - cdist(x,x).mean() - cdist(y,y).mean()`` with
      torch's default ``cdist`` (the headline baseline: what a user writes in three lines);
-   - ``reference (exact differences)``: energyflow's own oracle, ``backend="reference"`` (it
-     keeps every difference x_i - y_j in float64, to be differentiable twice: small sizes only);
+   - ``reference (exact differences)``: energyflow's own oracle, ``backend="reference"``, only
+     when ``--baselines`` names it (it keeps every difference x_i - y_j in float64, to be
+     differentiable twice, and its buffers slow the calls timed beside it);
    - ``keops``: the same three means with ``pykeops`` LazyTensors (no N x M buffer);
    - ``geomloss``: ``SamplesLoss("energy")`` (computes ED / 2; tensorized backend).
 
@@ -25,6 +26,8 @@ the markdown tables.
     python benchmarks/bench_energy.py                # the CPU grid of the README
     python benchmarks/bench_energy.py --device cuda  # Triton on a GPU
     python benchmarks/bench_energy.py --parts score  # rerun one part, keep the others' rows
+    python benchmarks/bench_energy.py --parts distance --sizes 1024 --repeats 11  # one size
+    python benchmarks/bench_energy.py --baselines "plain torch"  # keep KeOps/GeomLoss rows
 """
 
 from __future__ import annotations
@@ -185,16 +188,16 @@ def distance_rows(
 
 
 def with_kept_baselines(fresh: list[dict], saved: list[dict], measured: str) -> list[dict]:
-    """``fresh`` rows, plus the saved rows of the baselines not run this time (``--baselines``
-    names fewer), their speedups recomputed against this run's energyflow seconds and marked
-    with the date they were measured (a minute-a-call library need not rerun with every
-    change of the fused kernels)."""
+    """``fresh`` rows, plus the saved rows of the slow libraries (KeOps, GeomLoss) not run this
+    time (``--baselines`` names fewer), their speedups recomputed against this run's
+    energyflow seconds and marked with the date they were measured (a minute-a-call library
+    need not rerun with every change of the fused kernels)."""
     ran = {(r["N"], r["D"], r["setup"], r["method"]) for r in fresh}
     ours = {(r["N"], r["D"], r["setup"]): r for r in fresh if r["method"] == FUSED}
     rows = list(fresh)
     for old in saved:
         key = (old["N"], old["D"], old["setup"])
-        if (*key, old["method"]) in ran or key not in ours or old["method"] == FUSED:
+        if (*key, old["method"]) in ran or key not in ours or old["method"] not in SLOW_LIBRARIES:
             continue
         kept = {**old, "measured": old.get("measured", measured)}
         if "seconds" in kept and "seconds" in ours[key]:
@@ -390,7 +393,13 @@ def main() -> None:
         help="parts to run; the others are kept from the results file, if there is one",
     )
     parser.add_argument(
-        "--baselines", nargs="+", choices=BASELINES, default=list(BASELINES), metavar="NAME"
+        "--baselines",
+        nargs="+",
+        choices=BASELINES,
+        default=[PLAIN, *SLOW_LIBRARIES],
+        metavar="NAME",
+        help=f"baselines to time (default: all but {REFERENCE!r}, the correctness oracle, whose "
+        "N x M x D buffers would slow the calls timed beside it)",
     )
     parser.add_argument("--name", default=None, help="results file stem (default energy_<device>)")
     args = parser.parse_args()
@@ -416,7 +425,9 @@ def main() -> None:
             tuple(args.baselines),
         )
         measured = f"measured {saved_machine['date']}" if "date" in saved_machine else "earlier run"
-        results["distance"] = with_kept_baselines(fresh, results["distance"], measured)
+        other_sizes = [r for r in results["distance"] if r["N"] not in args.sizes]
+        rerun = with_kept_baselines(fresh, results["distance"], measured)
+        results["distance"] = sorted(other_sizes + rerun, key=lambda r: r["N"])
     if "score" in args.parts:
         results["score"] = score_rows(
             args.device, args.score_batches, args.score_ms, args.dims, args.repeats, budget

@@ -6,14 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from energyflow.inference import (
-    BoxPrior,
-    Posterior,
-    c2st,
-    fit_posterior,
-    get_task,
-    load_posterior,
-)
+from energyflow.inference import BoxPrior, Posterior, fit_posterior, get_task, load_posterior
+from energyflow.metrics import c2st, c2st_mlp
 from energyflow.models import BlockAffineFlow
 
 SMALL = dict(hidden_features=(16,))
@@ -30,11 +24,13 @@ def test_gaussian_linear_posterior_reaches_c2st_055():
     posterior = fit_posterior(
         theta, x, model=flow, beta=1.0, samples_per_target=8, lr=1e-3, batch_size=256, steps=700
     )
-    scores = [
-        c2st(posterior.sample(2000, task.observations[i]), task.reference_posterior(i, 2000))
-        for i in (0, 1)
-    ]
-    assert max(scores) <= 0.55, scores
+    for i in (0, 1):
+        draws, reference = (
+            posterior.sample(2000, task.observations[i]),
+            task.reference_posterior(i, 2000),
+        )
+        scores = c2st(draws, reference), c2st_mlp(draws, reference)
+        assert max(scores) <= 0.55, scores  # the strong judge and sbibm's
 
 
 def test_draws_stay_in_the_box_and_rejection_reports_its_rate():

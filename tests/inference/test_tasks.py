@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from energyflow.inference import BoxPrior, GaussianPrior, c2st, get_task
+from energyflow.inference import BoxPrior, GaussianPrior, get_task
 from energyflow.inference.tasks import slcp_log_likelihood
 
 
@@ -105,12 +105,3 @@ def test_box_prior_transform_and_its_jacobian():
         BoxPrior(1.0, 1.0, dim=2)
     with pytest.raises(ValueError, match="scale must be > 0"):
         GaussianPrior(0.0, -1.0, dim=2)
-
-
-def test_sbi_c2st_separates_and_does_not():
-    g = torch.Generator().manual_seed(1)
-    same = c2st(torch.randn(800, 3, generator=g), torch.randn(800, 3, generator=g))
-    shifted = c2st(torch.randn(800, 3, generator=g) + 0.5, torch.randn(800, 3, generator=g))
-    assert same < 0.56 and 0.6 < shifted < 0.75
-    with pytest.raises(ValueError, match="NaN"):
-        c2st(torch.full((10, 2), float("nan")), torch.randn(10, 2))
