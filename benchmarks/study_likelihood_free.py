@@ -678,7 +678,9 @@ def save_fidelity_grid(rows: list[dict]) -> str:
     toys = [r for r in rows if r["data"] != "digits"]
     names = list(dict.fromkeys(r["data"] for r in toys))
     models = list(dict.fromkeys(r["model"] for r in toys))
-    fig, axes = plt.subplots(len(names), len(models), figsize=(2.6 * len(models), 2.6 * len(names)))
+    fig, axes = plt.subplots(
+        len(names), len(models), figsize=(2.6 * len(models), 2.6 * len(names)), squeeze=False
+    )
     for i, name in enumerate(names):
         for j, model in enumerate(models):
             ax = axes[i, j]
