@@ -473,7 +473,7 @@ def run_cli_defaults(steps: int) -> list[dict]:
 
     from sklearn.datasets import make_moons
 
-    from energyflow.training.cli import main as cli_main
+    from energyflow.cli import main as cli_main
     from energyflow.training.data import digits
 
     rows = []
@@ -588,8 +588,8 @@ def run_fidelity(datasets: list[str], budget: float) -> list[dict]:
     import tempfile
     from pathlib import Path
 
+    from energyflow.cli import main as cli_main
     from energyflow.models import load_model
-    from energyflow.training.cli import main as cli_main
 
     rows = []
     with tempfile.TemporaryDirectory() as scratch:

@@ -1,8 +1,8 @@
-"""``python -m energyflow``: the command line (``energyflow.training.cli``)."""
+"""``python -m energyflow``: the command line (``energyflow.cli``)."""
 
 import sys
 
-from energyflow.training.cli import main
+from energyflow.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -37,9 +37,13 @@ __all__ = [
     "finish",
     "global_energy_distance",
     "global_sliced_energy_distance",
+    "broadcast_from_rank_zero",
+    "data_parallel",
+    "decided_by_rank_zero",
     "init_from_environment",
     "is_distributed",
     "local",
+    "mean_over_ranks",
     "rank",
     "world_size",
 ]
@@ -92,6 +96,40 @@ def init_from_environment(device: torch.device) -> bool:
     # without an active exception"): the group this function made is closed at exit at the latest
     atexit.register(finish, synchronise=False)
     return is_distributed()
+
+
+def mean_over_ranks(value: Tensor) -> Tensor:
+    """``value`` averaged over the processes (a copy; itself outside a process group)."""
+    value = value.detach().clone()
+    if is_distributed():
+        dist.all_reduce(value)
+        value /= world_size()
+    return value
+
+
+def decided_by_rank_zero(flag: bool, device: torch.device) -> bool:
+    """Rank 0's ``flag`` on every rank (clocks and validations differ between processes, and all
+    must stop, or keep weights, together)."""
+    if not is_distributed():
+        return flag
+    value = torch.tensor(float(flag), device=device)
+    dist.broadcast(value, 0)
+    return bool(value.item())
+
+
+def broadcast_from_rank_zero(value: Tensor) -> Tensor:
+    """Rank 0's ``value`` on every rank (in place; itself outside a process group)."""
+    if is_distributed():
+        dist.broadcast(value, 0)
+    return value
+
+
+def data_parallel(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``module`` wrapped in DistributedDataParallel inside a process group, else itself."""
+    if not is_distributed():
+        return module
+    ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
 
 
 def finish(synchronise: bool = True) -> None:

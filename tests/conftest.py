@@ -29,3 +29,13 @@ def use_path(monkeypatch):
         return path
 
     return select
+
+
+@pytest.fixture
+def small_reports(monkeypatch):
+    """The commands' reports judge 500 held-out rows (and a KDE of 1000 samples) instead of
+    5000: the judges have tests of their own, these check what the commands do with them."""
+    from energyflow.cli import report
+
+    monkeypatch.setattr(report, "REPORT_ROWS", 500)
+    monkeypatch.setattr(report, "KDE_SAMPLES", 1000)

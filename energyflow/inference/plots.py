@@ -50,9 +50,10 @@ def corner_plot(
                     ax.hist(ref[:, i], bins=bins, color="grey", alpha=0.5, density=True)
                 ax.hist(values[:, i], bins=bins, histtype="step", color="C0", density=True)
             else:
+                # markers of one Line2D each (a scatter's per-point paths draw 10x slower)
                 if ref is not None:
-                    ax.scatter(ref[:, j], ref[:, i], s=0.5, color="grey", alpha=0.2)
-                ax.scatter(values[:, j], values[:, i], s=0.5, color="C0", alpha=0.2)
+                    ax.plot(ref[:, j], ref[:, i], ".", ms=1, color="grey", alpha=0.2)
+                ax.plot(values[:, j], values[:, i], ".", ms=1, color="C0", alpha=0.2)
             if truth is not None:
                 ax.axvline(float(truth[j]), color="C3", lw=0.8)
                 if i != j:

@@ -35,9 +35,11 @@ def _standardised(samples: ArrayLike, data: ArrayLike, max_rows: int) -> tuple[T
 
 
 def _kth_neighbour_distance(rows: Tensor, k: int) -> Tensor:
-    """Distance of each row to its k-th nearest other row of the same set."""
-    if len(rows) <= k:
-        raise ValueError(f"k = {k} neighbours need more than {k} rows, got {len(rows)}")
+    """Distance of each row to its k-th nearest other row of the same set (the farthest other
+    row when there are no more than k: tiny sets still get a radius)."""
+    if len(rows) < 2:
+        raise ValueError(f"k-NN balls need at least 2 rows in each set, got {len(rows)}")
+    k = min(k, len(rows) - 1)
     parts = [torch.cdist(chunk, rows).kthvalue(k + 1, dim=1).values for chunk in rows.split(_CHUNK)]
     return torch.cat(parts)
 

@@ -21,8 +21,8 @@ def kmeans(rows: Tensor, k: int) -> tuple[Tensor, Tensor]:
     Example:
         >>> rows = torch.cat([torch.zeros(60, 1), torch.full((40, 1), 10.0)])
         >>> centres, shares = kmeans(rows, 2)
-        >>> sorted(zip(centres.flatten().tolist(), shares.tolist()))
-        [(0.0, 0.6), (10.0, 0.4)]
+        >>> sorted(zip(centres.flatten().tolist(), shares.double().tolist()))
+        [(0.0, 0.6...), (10.0, 0.4...)]
     """
     centres = rows[torch.randint(len(rows), (1,), device=rows.device)]
     for _ in range(1, k):
@@ -113,13 +113,14 @@ class SemiAutoregressiveGenerator(GenerativeModel):
         # the continuous units, and one more that picks the mixture component
         self.noise_features = self.net.noise_features + (1 if mixture_components else 0)
         # each component's centre (standardised units), added to the network's output: set to
-        # distinct data rows by fit_standardisation, so that components start apart
-        self.centres = nn.Parameter(torch.zeros(mixture_components, features))
-        # each component's probability: the share of the data nearest its initial centre, so
-        # that no component has to stretch over two parts of the data to carry their mass
-        self.register_buffer(
-            "component_cdf", torch.arange(1, mixture_components + 1) / max(mixture_components, 1)
-        )
+        # distinct data rows by fit_standardisation, so that components start apart; and each
+        # component's probability: the share of the data nearest its initial centre, so that no
+        # component has to stretch over two parts of the data to carry their mass
+        if mixture_components:
+            self.centres = nn.Parameter(torch.zeros(mixture_components, features))
+            self.register_buffer(
+                "component_cdf", torch.arange(1, mixture_components + 1) / mixture_components
+            )
 
     def fit_standardisation(self, data: Tensor, context: Optional[Tensor] = None) -> None:
         """As ``GenerativeModel.fit_standardisation``, and the components from k-means on (up to

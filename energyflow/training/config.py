@@ -1,10 +1,16 @@
-"""The settings of a training run (``TrainConfig``) and the checks made before one starts."""
+"""The settings of a training run (``TrainConfig``) and the checks made before one starts.
+
+Every field is declared once, with its help text and its rule (``setting``): ``fit`` reads the
+dataclass, ``check_setup`` checks the rules, and the command line builds its ``energyflow
+train`` flags from the same declarations (``energyflow.cli.settings``), so a new training option
+is one line here.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Optional
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable, Optional
 
 from torch import Tensor
 
@@ -15,64 +21,140 @@ from energyflow.training.recipe import recommended_settings
 
 OBJECTIVES = ("energy", "mle", "hybrid")
 ESTIMATORS = ("distance", "score", "sliced")
+# The length of a run that names neither steps nor a time budget.
+DEFAULT_STEPS = 2000
 
 __all__ = [
+    "DEFAULT_STEPS",
     "ESTIMATORS",
     "OBJECTIVES",
     "TrainConfig",
     "check_setup",
+    "check_values",
     "default_estimator",
+    "setting",
     "with_recipe",
 ]
 
 
+@dataclass(frozen=True)
+class Rule:
+    """What a setting's value must be: ``test(value)`` true, described as ``text``."""
+
+    test: Callable[[Any], bool]
+    text: str
+
+
+AT_LEAST_1 = Rule(lambda v: v >= 1, "an integer >= 1")
+AT_LEAST_2 = Rule(lambda v: v >= 2, "an integer >= 2")
+NON_NEGATIVE = Rule(lambda v: v >= 0, ">= 0")
+POSITIVE = Rule(lambda v: 0 < v < math.inf, "a positive number")
+FRACTION = Rule(lambda v: 0 <= v < 1, "in [0, 1)")
+BETA = Rule(lambda v: 0 < v < 2, "in (0, 2)")
+POWER = Rule(lambda v: 0 < v <= 2, "in (0, 2]")
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    rule: Optional[Rule] = None,
+    choices: Optional[tuple] = None,
+    command_line: bool = True,
+) -> Any:
+    """A dataclass field declared with its help text, rule and choices (``None`` values are
+    unset: the recipe fills them, and no rule applies); ``command_line=False`` keeps it off the
+    ``energyflow train`` flags."""
+    metadata = {"help": help, "rule": rule, "choices": choices, "command_line": command_line}
+    return field(default=default, metadata=metadata)
+
+
+def check_values(settings: Any) -> None:
+    """Raise a ValueError naming the first field of a ``setting``-declared dataclass whose value
+    breaks its rule or choices."""
+    for spec in fields(settings):
+        value = getattr(settings, spec.name)
+        if value is None:
+            continue
+        rule, choices = spec.metadata.get("rule"), spec.metadata.get("choices")
+        if choices is not None and value not in choices:
+            raise ValueError(f"{spec.name} must be one of {choices}, got {value!r}")
+        values = value if isinstance(value, (list, tuple)) else [value]  # a list: each element
+        if rule is not None and not all(rule.test(v) for v in values):
+            raise ValueError(f"{spec.name} must be {rule.text}, got {value!r}")
+
+
 @dataclass
 class TrainConfig:
-    """Settings of one training run (``energyflow.training.fit`` explains each).
+    """Settings of one training run (``energyflow.training.fit`` explains the loop); fields left
+    ``None`` take the recommended recipe for the data (``training.recipe``)."""
 
-    Fields left ``None`` take the recommended recipe for the data (``training.recipe``).
+    objective: str = setting(
+        "energy",
+        "energy (samples only); mle, hybrid (energy + hybrid_weight x NLL per feature): flows",
+        choices=OBJECTIVES,
+    )
+    estimator: Optional[str] = setting(
+        None, "of the energy (default: distance; score for conditional models)", choices=ESTIMATORS
+    )
+    beta: Optional[float] = setting(None, "exponent of the energy (recipe: 0.5)", rule=BETA)
+    samples_per_target: int = setting(2, "m samples per data row (score)", rule=AT_LEAST_2)
+    hybrid_weight: float = setting(1.0, "weight of the NLL term (hybrid)", rule=NON_NEGATIVE)
+    kernel_weight: float = setting(
+        0.0, "Gaussian kernel score term beside the energy score (score; 0: off)", rule=NON_NEGATIVE
+    )
+    kernel_bandwidth: float = setting(0.5, "its bandwidth h, in standardised units", rule=POSITIVE)
+    variogram_weight: float = setting(
+        0.0, "variogram score term beside the energy score (score; 0: off)", rule=NON_NEGATIVE
+    )
+    variogram_power: float = setting(0.5, "its order p", rule=POWER)
+    steps: Optional[int] = setting(
+        None,
+        f"step cap (default: none with a time budget, else {DEFAULT_STEPS}); the schedule ends "
+        "at the first of steps and budget",
+        rule=AT_LEAST_1,
+    )
+    time_budget: Optional[float] = setting(
+        None, "seconds of training: the run's length, where the schedule ends", rule=POSITIVE
+    )
+    batch_size: Optional[int] = setting(
+        None,
+        "global batch (recipe: energy 1024 for D <= 8, else 512; mle 256; at most the rows)",
+        rule=AT_LEAST_2,
+    )
+    lr: Optional[float] = setting(
+        None, "learning rate (recipe: energy 3e-3, mle 1e-3)", rule=POSITIVE
+    )
+    warmup_steps: int = setting(0, "linear learning-rate warm-up", rule=NON_NEGATIVE)
+    ema: float = setting(
+        0.0, "weight-average decay for validation and the model (0: off)", rule=FRACTION
+    )
+    val_fraction: Optional[float] = setting(
+        None, "rows held out; the best weights are kept (recipe: 0.1 from 200 rows)", rule=FRACTION
+    )
+    val_every: int = setting(100, "steps between validations", rule=AT_LEAST_1)
+    patience: int = setting(
+        0, "validations without improvement that end the run (0: never)", rule=NON_NEGATIVE
+    )
+    seed: int = setting(0, "the run's random stream (rows, noise, initial weights)")
+    eval_every: int = setting(500, "steps between test metrics (0: none)", rule=NON_NEGATIVE)
+    checkpoint_every: int = setting(
+        500, "steps between checkpoints (0: at the end only)", rule=NON_NEGATIVE
+    )
+    device: str = setting("auto", "auto (CUDA if present), cpu, cuda or cuda:i")
+    precision: str = setting("fp32", "bf16/fp16: autocast the networks", choices=PRECISIONS)
+    compile: bool = setting(False, "torch.compile the loss")
 
-    objective: "energy" (samples only), "mle" (flows), or "hybrid" (energy + ``hybrid_weight`` x
-        negative log-likelihood per feature, flows). estimator: of the energy; ``None`` picks
-        ``default_estimator``. beta: exponent of the energy, in (0, 2).
-    kernel_weight, kernel_bandwidth; variogram_weight, variogram_power: terms added to the energy
-        score of the "score" estimator (``functional.kernel_score`` with bandwidth h in
-        standardised units, ``functional.variogram_score`` of order p; docs/math.md, 2.1);
-        weight 0: off.
-    steps, batch_size (the global batch: split over processes), lr, warmup_steps: the run and
-        its schedule (``energyflow.training.schedule``); time_budget: seconds (``None``: no
-        limit); the schedule ends at the budget.
-    ema: decay of the weight average used for validation and the final model (0: off).
-    val_fraction: rows held out to validate on every ``val_every`` steps; the best weights by
-        the validation objective are kept, and ``patience`` validations without improvement end
-        the run (0: never early).
-    device, precision ("fp32", "bf16", "fp16"), compile: where and how the steps run.
-    """
+    def planned_steps(self) -> Optional[int]:
+        """The step cap: ``steps``, else none under a time budget, else DEFAULT_STEPS.
 
-    objective: str = "energy"
-    estimator: Optional[str] = None
-    beta: Optional[float] = None
-    samples_per_target: int = 2
-    hybrid_weight: float = 1.0
-    kernel_weight: float = 0.0
-    kernel_bandwidth: float = 0.5
-    variogram_weight: float = 0.0
-    variogram_power: float = 0.5
-    steps: int = 1000
-    batch_size: Optional[int] = None
-    lr: Optional[float] = None
-    warmup_steps: int = 0
-    time_budget: Optional[float] = None
-    ema: float = 0.0
-    val_fraction: Optional[float] = None
-    val_every: int = 100
-    patience: int = 0
-    seed: int = 0
-    eval_every: int = 0
-    checkpoint_every: int = 0
-    device: str = "auto"
-    precision: str = "fp32"
-    compile: bool = False
+        Example:
+            >>> TrainConfig().planned_steps(), TrainConfig(time_budget=60).planned_steps()
+            (2000, None)
+        """
+        if self.steps is not None or self.time_budget is not None:
+            return self.steps
+        return DEFAULT_STEPS
 
 
 def with_recipe(config: TrainConfig, rows: int, features: int) -> TrainConfig:
@@ -98,49 +180,19 @@ def default_estimator(conditional: bool) -> str:
     return "score" if conditional else "distance"
 
 
-def _check_numbers(config: TrainConfig) -> None:
-    rules = [
-        ("steps", config.steps >= 1, "an integer >= 1"),
-        ("batch_size", config.batch_size >= 2, "an integer >= 2"),
-        ("lr", config.lr > 0 and math.isfinite(config.lr), "a positive number"),
-        ("beta", 0 < config.beta < 2, "in (0, 2)"),
-        ("warmup_steps", config.warmup_steps >= 0, ">= 0"),
-        ("ema", 0 <= config.ema < 1, "in [0, 1) (0: off)"),
-        ("val_fraction", 0 <= config.val_fraction < 1, "in [0, 1)"),
-        ("val_every", config.val_every >= 1, ">= 1"),
-        ("patience", config.patience >= 0, ">= 0 (0: no early stop)"),
-        ("hybrid_weight", config.hybrid_weight >= 0, ">= 0"),
-        ("kernel_weight", config.kernel_weight >= 0, ">= 0 (0: off)"),
-        ("kernel_bandwidth", 0 < config.kernel_bandwidth < math.inf, "a positive number"),
-        ("variogram_weight", config.variogram_weight >= 0, ">= 0 (0: off)"),
-        ("variogram_power", 0 < config.variogram_power <= 2, "in (0, 2]"),
-    ]
-    if config.time_budget is not None:
-        rules.append(("time_budget", config.time_budget > 0, "a positive number of seconds"))
-    for name, ok, rule in rules:
-        if not ok:
-            raise ValueError(f"{name} must be {rule}, got {getattr(config, name)!r}")
-    if config.precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {config.precision!r}")
-
-
 def check_setup(
     model: GenerativeModel, config: TrainConfig, data: Tensor, context: Optional[Tensor]
 ) -> None:
     """Raise a ValueError naming the setting if ``model`` cannot be trained so on ``data``
     (``None`` settings are checked as the recipe fills them)."""
-    if config.objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {config.objective!r}")
+    check_values(config)
     if data.dim() == 2:
         config = with_recipe(config, len(data), data.shape[1])
-    if config.estimator is not None and config.estimator not in ESTIMATORS:
-        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {config.estimator!r}")
     if config.objective != "energy" and not model.has_density:
         raise ValueError(
             f"objective={config.objective!r} needs a model with a density; "
             f"{type(model).__name__} has none (use 'energy')"
         )
-    _check_numbers(config)
     if data.dim() != 2 or data.shape[1] != model.features:
         raise ValueError(f"data must be (N, {model.features}), got shape {tuple(data.shape)}")
     check_finite("data", data)  # a NaN met later is the model's own (fit: a diverged run)
@@ -158,8 +210,6 @@ def check_setup(
         raise ValueError(
             "a conditional model needs estimator='score' (samples per target share its context)"
         )
-    if config.samples_per_target < 2 and estimator == "score":
-        raise ValueError("estimator='score' needs samples_per_target >= 2")
     for term in ("kernel", "variogram"):
         if getattr(config, f"{term}_weight") and (
             estimator != "score" or config.objective == "mle"

@@ -108,3 +108,30 @@ def save_samples_png(
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
     atomic_write_bytes(buffer.getvalue(), path)
+
+
+def save_loss_curve_png(path: Path, history: list[dict], title: str = "training") -> None:
+    """The training loss per step (and the validation loss where measured) against steps,
+    written atomically."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    steps = [h["step"] for h in history]
+    ax.plot(steps, [h["loss"] for h in history], lw=0.6, alpha=0.7, label="training loss (batch)")
+    validated = [h for h in history if "val_loss" in h]
+    if validated:
+        ax.plot(
+            [h["step"] for h in validated],
+            [h["val_loss"] for h in validated],
+            marker="o",
+            ms=3,
+            label="validation loss",
+        )
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (standardised units)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(buffer.getvalue(), path)

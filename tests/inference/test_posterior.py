@@ -7,12 +7,13 @@ import pytest
 import torch
 
 from energyflow.inference import BoxPrior, Posterior, fit_posterior, get_task, load_posterior
-from energyflow.metrics import c2st, c2st_mlp
+from energyflow.metrics import c2st
 from energyflow.models import BlockAffineFlow
 
 SMALL = dict(hidden_features=(16,))
 
 
+@pytest.mark.slow_end_to_end
 def test_gaussian_linear_posterior_reaches_c2st_055():
     """The energy-trained flow (the affine family holds the exact posterior). The generator
     reaches 0.56-0.59 here: its marginals are right, but it adds spurious correlations between
@@ -29,8 +30,8 @@ def test_gaussian_linear_posterior_reaches_c2st_055():
             posterior.sample(2000, task.observations[i]),
             task.reference_posterior(i, 2000),
         )
-        scores = c2st(draws, reference), c2st_mlp(draws, reference)
-        assert max(scores) <= 0.55, scores  # the strong judge and sbibm's
+        # the strong judge (sbibm's MLP C2ST, weaker, reads 0.51-0.53 here but costs 40 s)
+        assert c2st(draws, reference) <= 0.55
 
 
 def test_draws_stay_in_the_box_and_rejection_reports_its_rate():

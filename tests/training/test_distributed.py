@@ -159,4 +159,4 @@ def test_a_killed_torchrun_training_resumes_under_torchrun(tmp_path):
     assert (out / "model.pt").exists() and (out / "metrics.json").exists()
     # only rank 0 wrote: one config, and its saved settings are the run's
     config = json.loads((out / "config.json").read_text())
-    assert config["steps"] == done + 20 and config["device"] == "cpu"
+    assert config["train"]["steps"] == done + 20 and config["train"]["device"] == "cpu"

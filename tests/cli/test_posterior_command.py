@@ -7,8 +7,11 @@ import json
 import numpy as np
 import pytest
 
+from energyflow.cli import main
 from energyflow.inference import get_task, load_posterior
-from energyflow.training.cli import main
+
+# the reports judge 500 held-out rows: the judges have tests of their own (test_metrics.py)
+pytestmark = pytest.mark.usefixtures("small_reports")
 
 FAST = [
     "--hidden",
@@ -20,7 +23,7 @@ FAST = [
     "--n",
     "300",
     "--c2st-draws",
-    "200",
+    "60",
 ]
 
 

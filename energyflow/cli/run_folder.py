@@ -1,8 +1,9 @@
 """Run folders: what a training run writes, how a folder is recognised as one, and the lock that
 keeps two runs out of one folder.
 
-A run folder holds ``config.json`` (the run's settings, marked with ``"format": FORMAT``),
-``checkpoint.pt``, ``model.pt``, ``metrics.json`` and ``samples.png``, each written atomically,
+A run folder holds ``config.json`` (the run's settings, ``cli.settings.RunSettings``, marked with
+their format), ``checkpoint.pt``, ``model.pt``, ``metrics.json``, ``samples.png`` and
+``loss_curve.png``, each written atomically,
 and ``.lock``, an OS file lock (``fcntl.flock``) held for the life of the run with the pid of the
 process that holds it. A second run on the same folder is refused while the lock is held; the lock
 goes with the process, so a killed run leaves no stale lock.
@@ -16,16 +17,16 @@ import os
 from pathlib import Path
 from typing import Optional
 
-FORMAT = "energyflow-run/1"
-CONFIG, CHECKPOINT, MODEL, METRICS, PICTURE, LOCK = (
+CONFIG, CHECKPOINT, MODEL, METRICS, PICTURE, LOSS_CURVE, LOCK = (
     "config.json",
     "checkpoint.pt",
     "model.pt",
     "metrics.json",
     "samples.png",
+    "loss_curve.png",
     ".lock",
 )
-RUN_FILES = (CONFIG, CHECKPOINT, MODEL, METRICS, PICTURE, LOCK)
+RUN_FILES = (CONFIG, CHECKPOINT, MODEL, METRICS, PICTURE, LOSS_CURVE, LOCK)
 
 
 class RunFolderBusy(ValueError):
@@ -39,10 +40,7 @@ def read_config(folder: Path) -> Optional[dict]:
         config = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(config, dict):
-        return None
-    # runs written before the format marker have these keys
-    if config.get("format") == FORMAT or {"model", "data", "steps"} <= set(config):
+    if isinstance(config, dict) and str(config.get("format", "")).startswith("energyflow-run"):
         return config
     return None
 

@@ -7,8 +7,8 @@
 Writes to ``--out`` (new or empty): ``posterior.pt`` (``load_posterior``), ``samples.npy``
 (``--n`` draws per observation, (n, observations, D)), ``corner_<i>.png`` per observation
 (against the reference posterior for a task) and ``metrics.json`` (training seconds and steps,
-sampling seconds; for a task the SBI C2ST of every observation against its reference and the
-mean).
+sampling seconds; for a task the C2ST of every observation against its reference and the mean,
+by the strong judge and by sbibm's MLP).
 """
 
 from __future__ import annotations
@@ -24,10 +24,12 @@ from tqdm import tqdm
 
 from energyflow import metrics
 from energyflow._io import atomic_npy, atomic_write_json, read_matrix_npy
+from energyflow.cli.arguments import number
 from energyflow.inference.plots import corner_plot
 from energyflow.inference.posterior import SUPPORTS, fit_posterior
 from energyflow.inference.priors import BoxPrior, Prior
 from energyflow.inference.tasks import TASKS, get_task
+from energyflow.training.config import AT_LEAST_1, AT_LEAST_2, NON_NEGATIVE, POSITIVE, Rule
 
 __all__ = ["add_posterior_command", "cmd_posterior"]
 
@@ -83,7 +85,7 @@ def _inputs(args: argparse.Namespace):
     return theta, x, observations, _box(args, theta.shape[1]), None
 
 
-def cmd_posterior(args: argparse.Namespace, given: set[str]) -> int:
+def cmd_posterior(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.overwrite:
         raise ValueError(
@@ -166,8 +168,15 @@ def cmd_posterior(args: argparse.Namespace, given: set[str]) -> int:
     return 0
 
 
-def add_posterior_command(commands, common: argparse.ArgumentParser, types: dict) -> None:
-    """The ``posterior`` sub-command (``types``: the CLI's checked number parsers)."""
+def add_posterior_command(commands, common: argparse.ArgumentParser) -> None:
+    """The ``posterior`` sub-command."""
+    types = {
+        "positive": number(int, AT_LEAST_1),
+        "non_negative": number(int, NON_NEGATIVE),
+        "at_least_2": number(int, AT_LEAST_2),
+        "at_least_10": number(int, Rule(lambda v: v >= 10, "an integer >= 10")),
+        "positive_float": number(float, POSITIVE),
+    }
     command = commands.add_parser(
         "posterior",
         help="simulation-based inference: train and sample a posterior",
@@ -202,8 +211,8 @@ def add_posterior_command(commands, common: argparse.ArgumentParser, types: dict
     add(
         "--steps",
         type=types["positive"],
-        default=10**9,
-        help="upper bound; --time-budget ends runs",
+        default=None,
+        help="step cap (default: none; the time budget is the run's length)",
     )
     add("--time-budget", type=types["positive_float"], default=60.0, help="training seconds")
     add("--batch-size", type=types["at_least_2"], default=None, help="rows per step (256)")

@@ -1,0 +1,189 @@
+"""A run's settings, one object (``RunSettings``): the data, the model and the training
+(``TrainConfig``), each a dataclass whose fields declare their flag, help and rule once
+(``training.config.setting``). The ``energyflow train`` flags are built from them, config.json
+holds them, and ``resolve`` fills them in one place, in one order: defaults, then the recipe for
+the data, then the saved run (``--resume``), then the flags given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Optional
+
+from energyflow.models import MODELS, GenerativeModel, build_model
+from energyflow.training.config import (
+    AT_LEAST_1,
+    NON_NEGATIVE,
+    Rule,
+    TrainConfig,
+    check_values,
+    default_estimator,
+    setting,
+    with_recipe,
+)
+from energyflow.training.data import BUILTIN, Dataset, load_dataset
+from energyflow.training.recipe import recommended_model_options
+
+__all__ = [
+    "RESUMABLE",
+    "DataOptions",
+    "ModelOptions",
+    "RunSettings",
+    "dataset_of",
+    "model_of",
+    "resolve",
+]
+
+# The run format config.json declares; a run folder of another format is not resumed.
+FORMAT = "energyflow-run/2"
+
+
+@dataclass
+class DataOptions:
+    """Where the rows come from."""
+
+    data: Optional[str] = setting(None, f"built-in ({', '.join(BUILTIN)}) or a .npy/.csv file")
+    n_train: int = setting(
+        20000, "rows drawn for the 2-D toys", rule=Rule(lambda v: v >= 10, "an integer >= 10")
+    )
+    context_cols: Optional[list[str]] = setting(
+        None, "columns (index or CSV name) used as context (conditional model)"
+    )
+    header: Optional[bool] = setting(None, "CSV: the first row is a header (default: detected)")
+
+
+@dataclass
+class ModelOptions:
+    """The model; fields left None take the recipe for the data (``training.recipe``)."""
+
+    model: str = setting("saef", "saef: generator; affine: flow", choices=tuple(sorted(MODELS)))
+    blocks: Optional[int] = setting(
+        None, "K blocks, 0: one per feature (recipe: saef 1, affine min(D, 4))", rule=NON_NEGATIVE
+    )
+    hidden: Optional[list[int]] = setting(
+        None,
+        "hidden widths (recipe: saef 3 x 128 for D <= 8, 3 x 256 for D < 32, else 3 x 512, "
+        "residual; affine 2 x 256, 2 x 512 from D = 32)",
+        rule=AT_LEAST_1,
+    )
+    residual: Optional[bool] = setting(None, "saef: residual hidden layers (recipe: on)")
+    transforms: int = setting(4, "affine: stacked transforms", rule=AT_LEAST_1)
+    noise_features: Optional[int] = setting(
+        None, "saef: continuous noise units (recipe: 2 x D)", rule=AT_LEAST_1
+    )
+    mixture_components: Optional[int] = setting(
+        None,
+        "saef: discrete latent components, 0: none (recipe: 16 for D <= 8, else 0)",
+        rule=NON_NEGATIVE,
+    )
+
+
+GROUPS = {"data": DataOptions, "model": ModelOptions, "train": TrainConfig}
+# train settings a resumed run may change (everything else must match the saved run)
+RESUMABLE = {
+    ("train", "steps"),
+    ("train", "time_budget"),
+    ("train", "device"),
+    ("train", "compile"),
+}
+
+
+@dataclass
+class RunSettings:
+    data: DataOptions
+    model: ModelOptions
+    train: TrainConfig
+
+    def to_json(self) -> dict:
+        return {"format": FORMAT, **{group: asdict(getattr(self, group)) for group in GROUPS}}
+
+    @classmethod
+    def from_json(cls, saved: dict, where: str) -> "RunSettings":
+        if saved.get("format") != FORMAT:
+            raise ValueError(
+                f"{where} was written by another version of energyflow ({saved.get('format')!r}, "
+                f"this one reads {FORMAT!r}); start a new run"
+            )
+        return cls(**{group: kind(**saved[group]) for group, kind in GROUPS.items()})
+
+
+def _model_with_recipe(options: ModelOptions, features: int) -> ModelOptions:
+    recipe = recommended_model_options(features, options.model)
+    filled = {
+        "blocks": recipe["blocks"],
+        "hidden": list(recipe["hidden_features"]),
+        "residual": recipe.get("residual", False),
+        "noise_features": recipe.get("noise_features", features),
+        "mixture_components": recipe.get("mixture_components", 0),
+    }
+    return replace(options, **{k: v for k, v in filled.items() if getattr(options, k) is None})
+
+
+def dataset_of(options: DataOptions, seed: int) -> Dataset:
+    """The data a run's settings name (split by its seed)."""
+    return load_dataset(
+        options.data,
+        n_train=options.n_train,
+        seed=seed,
+        context_cols=options.context_cols or (),
+        header=options.header,
+    )
+
+
+def resolve(
+    given: dict[str, dict], saved: Optional[RunSettings], dataset_for
+) -> tuple[RunSettings, Dataset]:
+    """The settings of a run and its data: ``given`` (group -> the flags given) over the
+    ``saved`` run's settings when resuming, else over the defaults filled by the recipe for the
+    data (``dataset_for(settings)`` loads it). A resumed run takes only the RESUMABLE flags;
+    others that contradict it raise a ValueError naming them."""
+    if saved is not None:
+        contradicting = [
+            f"--{name.replace('_', '-')} {value!r} (saved: {kept!r})"
+            for group, values in given.items()
+            for name, value in values.items()
+            if (group, name) not in RESUMABLE
+            and value != (kept := getattr(getattr(saved, group), name))
+        ]
+        if contradicting:
+            raise ValueError(
+                "--resume continues the saved run; these flags contradict it: "
+                + "; ".join(contradicting)
+                + ". Drop them (--steps and --time-budget may change, to extend the run)"
+            )
+        resumed = given.get("train", {})
+        settings = replace(saved, train=replace(saved.train, **resumed))
+        return settings, dataset_for(settings)
+    settings = RunSettings(
+        **{group: kind(**given.get(group, {})) for group, kind in GROUPS.items()}
+    )
+    for group in GROUPS:
+        check_values(getattr(settings, group))
+    dataset = dataset_for(settings)
+    if settings.model.blocks is not None and settings.model.blocks > dataset.features:
+        raise ValueError(
+            f"--blocks {settings.model.blocks} exceeds the {dataset.features} features of the "
+            "data (0 means one block per feature)"
+        )
+    train = with_recipe(settings.train, len(dataset.train), dataset.features)
+    if train.estimator is None and train.objective != "mle":
+        train = replace(train, estimator=default_estimator(dataset.context_features > 0))
+    settings = replace(
+        settings, model=_model_with_recipe(settings.model, dataset.features), train=train
+    )
+    return settings, dataset
+
+
+def model_of(options: ModelOptions, dataset: Dataset) -> GenerativeModel:
+    """The model ``options`` describe (resolved), sized for ``dataset``."""
+    return build_model(
+        options.model,
+        dataset.features,
+        blocks=options.blocks if options.blocks > 0 else dataset.features,
+        context_features=dataset.context_features,
+        hidden_features=tuple(options.hidden),
+        transforms=options.transforms,
+        noise_features=options.noise_features,
+        residual=options.residual,
+        mixture_components=options.mixture_components,
+    )
