@@ -8,6 +8,7 @@ Triton paths only; ``energyflow.backends()`` says why ``cpp`` is missing).
 
 import os
 import sys
+from pathlib import Path
 
 from setuptools import setup
 
@@ -36,6 +37,7 @@ if os.environ.get("ENERGYFLOW_NO_EXT", "0") != "1":
                 "csrc/row_stats_generic.cpp",
                 "csrc/row_stats_avx2.cpp",
             ],
+            depends=[str(header) for header in sorted(Path("csrc").glob("*.h"))],
             extra_compile_args={"cxx": cxx_flags},
             extra_link_args=[] if sys.platform == "darwin" else ["-fopenmp"],
         )

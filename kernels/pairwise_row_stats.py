@@ -7,9 +7,9 @@ For each batch entry and each row i of X (N, D) against Y (M, D) with weights b 
 
 with r_ij^2 = |x_i|^2 + |y_j|^2 - 2 x_i.y_j (the x.y tile on ``tl.dot``), and a term dropped
 when r_ij^2 falls under the rounding floor ``floor_rel * (|x_i|^2 + |y_j|^2)`` (exact duplicates:
-subgradient 0) or when i = j for the self sum. For D <= DIRECT_MAX_DIM the expansion would
-waste a padded dot and lose accuracy for close pairs, so r_ij^2 and wdiff come from exact
-differences instead (DIRECT). A program owns BLOCK_N rows
+subgradient 0) or when i = j for the self sum. With ``direct`` (the caller's choice for few
+features, where the expansion would waste a padded dot and lose accuracy for close pairs) r_ij^2
+and wdiff come from exact differences instead. A program owns BLOCK_N rows
 (and, for the gradient, BLOCK_DV feature columns of W Y) and streams BLOCK_M-column tiles of Y
 past them: no N x M buffer, no atomics, so results are deterministic. The launcher centres both
 sets on the mean of Y first, so the expansion does not cancel for data far from the origin.
@@ -145,10 +145,6 @@ def _row_stats_kernel(
         )
 
 
-# Up to this many features, distances come from exact differences instead of the tl.dot expansion.
-DIRECT_MAX_DIM = 8
-
-
 def _feature_block(dim: int) -> int:
     return min(64, max(16, triton.next_power_of_2(dim)))
 
@@ -162,6 +158,7 @@ def row_stats(
     exclude_diag: bool,
     want_grad: bool,
     acc_dtype: torch.dtype,
+    direct: bool,
     precision: str = "ieee",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the row-statistics kernel.
@@ -169,6 +166,8 @@ def row_stats(
     Args:
         x: (B, N, D), y: (B, M, D), b: (B, M) contiguous; fp16/bf16/fp32/fp64, one device.
         acc_dtype: the accumulation (and output) dtype, fp32 or fp64.
+        direct: distances from exact differences instead of the ``tl.dot`` expansion (for few
+            features).
         precision: ``"ieee"`` or ``"tf32"`` for the fp32 ``tl.dot`` tiles (fp64 is always ieee).
 
     Returns:
@@ -191,7 +190,6 @@ def row_stats(
     params = torch.tensor([0.5 * beta, _R2_FLOOR[floor_key]], dtype=acc, device=x.device)
     rowsum = torch.empty((batch, n_rows), dtype=acc, device=x.device)
     wdiff = torch.empty((batch, n_rows, dim) if want_grad else (0,), dtype=acc, device=x.device)
-    direct = dim <= DIRECT_MAX_DIM
     block_dv = max(2, triton.next_power_of_2(dim)) if direct else _feature_block(dim)
     dv_tiles = triton.cdiv(dim, block_dv) if want_grad else 1
 

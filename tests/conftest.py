@@ -21,10 +21,10 @@ def use_path(monkeypatch):
 
     def select(path: str) -> str:
         if path.startswith("cpp-"):
-            from energyflow.ops import pairwise
+            from energyflow.ops import dispatch
 
-            min_dim = 1 if path == "cpp-gemm" else 10**9
-            monkeypatch.setattr(pairwise, "CPP_GEMM_MIN_DIM", min_dim)
+            max_direct = 0 if path == "cpp-gemm" else 10**9
+            monkeypatch.setattr(dispatch, "DIRECT_DISTANCE_MAX_DIM", max_direct)
             return "cpp"
         return path
 

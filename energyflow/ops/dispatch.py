@@ -6,7 +6,8 @@ Two families of primitives, each with its backend names:
     MASKED_BACKENDS    "auto" | "triton" | "blocked" | "reference"  (ops.masked_linear)
 
 ``"auto"`` picks Triton for CUDA tensors and the CPU path (C++ extension, or blocked GEMMs)
-otherwise. Also defined here, once: the accumulation dtype of every kernel, the ``tl.dot``
+otherwise. Also defined here, once: the feature count up to which the pairwise kernels take
+exact differences (``direct_distances``), the accumulation dtype of every kernel, the ``tl.dot``
 precision that follows ``torch.set_float32_matmul_precision``, and whether Triton is interpreted.
 """
 
@@ -20,7 +21,24 @@ import torch
 PAIRWISE_BACKENDS = ("auto", "triton", "cpp", "reference")
 MASKED_BACKENDS = ("auto", "triton", "blocked", "reference")
 
+# Up to this many features every pairwise kernel (C++ and Triton) takes distances from exact
+# differences; above it from centred dot products (GEMM tiles, ``tl.dot``), recomputing close
+# pairs exactly. In few dimensions the expansion saves little, wastes a padded dot, and close
+# pairs (which it must recompute) are common.
+DIRECT_DISTANCE_MAX_DIM = 8
+
 _LOADED: dict[str, tuple[Optional[ModuleType], str]] = {}  # import results, computed once
+
+
+def direct_distances(dim: int) -> bool:
+    """Whether the pairwise kernels take distances in ``dim`` features from exact differences
+    (else from dot products): up to ``DIRECT_DISTANCE_MAX_DIM`` features, on every backend.
+
+    Example:
+        >>> direct_distances(2), direct_distances(64)
+        (True, False)
+    """
+    return dim <= DIRECT_DISTANCE_MAX_DIM
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -37,22 +37,17 @@ from energyflow.ops.forward_gradients import FusedFunction, save_forward_gradien
 RowStats = Callable[[Tensor, Tensor, Tensor, float, bool, bool], tuple[Tensor, Tensor]]
 
 
-# From this many features on, the C++ kernel takes distances from dot products (GEMM tiles)
-# instead of exact differences: below it the expansion saves little and close pairs (which it
-# recomputes exactly) are common.
-CPP_GEMM_MIN_DIM = 8
-
-
 def cpp_method(dim: int) -> str:
-    """The C++ row-statistics method for ``dim`` features: ``"exact"`` (differences, every
-    pair) or ``"gemm"`` (centred dot products on register-blocked tiles, the gradient as
-    ``x_i sum_j w_ij - (W Y)_i``, pairs within the expansion's rounding of 0 recomputed exactly).
+    """The C++ row-statistics method for ``dim`` features (``dispatch.direct_distances``):
+    ``"exact"`` (differences, every pair) or ``"gemm"`` (centred dot products on
+    register-blocked tiles, the gradient as ``x_i sum_j w_ij - (W Y)_i``, pairs within the
+    expansion's rounding of 0 recomputed exactly).
 
     Example:
         >>> cpp_method(2), cpp_method(64)
         ('exact', 'gemm')
     """
-    return "gemm" if dim >= CPP_GEMM_MIN_DIM else "exact"
+    return "exact" if dispatch.direct_distances(dim) else "gemm"
 
 
 def _cpp_row_stats(
@@ -78,6 +73,7 @@ def _triton_row_stats(
         want_grad=want_grad,
         acc_dtype=dispatch.accumulation_dtype(x.dtype),
         precision=dispatch.dot_precision(),
+        direct=dispatch.direct_distances(x.shape[-1]),
     )
 
 

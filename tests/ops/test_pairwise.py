@@ -214,9 +214,9 @@ def test_cpp_thread_counts_agree_within_rounding():
 
 
 def test_cpp_path_rule_picks_each_method(monkeypatch):
-    """Below CPP_GEMM_MIN_DIM features the C++ kernel runs exact differences, from it on GEMM
-    tiles: each path actually runs, and both agree with the reference."""
-    from energyflow.ops import dispatch, pairwise
+    """Up to DIRECT_DISTANCE_MAX_DIM features the C++ kernel runs exact differences, above it
+    GEMM tiles: each path actually runs, and both agree with the reference."""
+    from energyflow.ops import dispatch
 
     if "cpp-exact" not in KERNEL_PATHS:
         pytest.skip("the C++ extension is not built")
@@ -232,8 +232,8 @@ def test_cpp_path_rule_picks_each_method(monkeypatch):
             return call
 
     monkeypatch.setattr(dispatch, "cpp_module", lambda: Spy())
-    limit = pairwise.CPP_GEMM_MIN_DIM
-    for dim, method in ((1, "exact"), (limit - 1, "exact"), (limit, "gemm"), (64, "gemm")):
+    limit = dispatch.DIRECT_DISTANCE_MAX_DIM
+    for dim, method in ((1, "exact"), (limit, "exact"), (limit + 1, "gemm"), (64, "gemm")):
         methods.clear()
         x = torch.randn(30, dim, dtype=torch.float64, requires_grad=True)
         y = torch.randn(20, dim, dtype=torch.float64)
@@ -267,9 +267,9 @@ def test_self_sums_without_gradients(path, use_path, dtype):
 @pytest.mark.skipif("cpp" not in FUSED_BACKENDS, reason="C++ extension not built")
 @pytest.mark.parametrize("beta", [0.01, 0.3, 0.7, 1.5, 1.99])
 def test_cpp_fp32_general_power_over_the_float_range(beta):
-    """The fp32 general power by tables (row_stats_kernel.h): each term b r^beta and its gradient
-    weight b r^(beta - 2) within 4.5e-7 relative of fp64 for r from 2^-60 to 2^61 (the roundings
-    of the table entries and their products; the error does not grow with |log r|)."""
+    """The fp32 general power by tables (csrc/row_stats_powers.h): each term b r^beta and its
+    gradient weight b r^(beta - 2) within 4.5e-7 relative of fp64 for r from 2^-60 to 2^61 (the
+    roundings of the table entries and their products; the error does not grow with |log r|)."""
     from energyflow.ops import pairwise
 
     exponents = torch.arange(-60.0, 61.0, 0.037, dtype=torch.float64)
