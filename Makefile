@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.cpp csrc/*.h)
 
 demo: $(STAMP)
 	rm -rf demo_out
-	$(PY) -m energyflow train --data 8gaussians --steps 100000 --time-budget 50 --out demo_out
+	$(PY) -m energyflow train --data 8gaussians --time-budget 50 --out demo_out
 
 test: $(STAMP)
 	$(PY) -m ruff check .

@@ -602,7 +602,7 @@ def run_fidelity(datasets: list[str], budget: float) -> list[dict]:
                     if label in variants:
                         out = Path(scratch) / f"{name}-{len(rows)}-{seed}"
                         args = ["train", "--data", name, "--out", str(out), "--seed", str(seed)]
-                        args += ["--time-budget", str(budget), "--steps", str(10**9)]
+                        args += ["--time-budget", str(budget)]
                         cli_main(args + variants[label])
                         model = load_model(out / "model.pt")
                         steps = json.loads((out / "metrics.json").read_text())["steps"]

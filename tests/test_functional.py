@@ -169,16 +169,14 @@ def test_torch_compile_fullgraph():
 def test_half_inputs_combine_in_fp32(backend, dtype):
     """Two close half-precision samples: the three terms of the energy distance are combined in
     fp32 (rounding each to bf16 first cancelled them to exactly 0), and the result is fp32."""
-    x = (torch.randn(300, 2) + 3.0).to(dtype)
-    y = (torch.randn(300, 2) * 1.1 + 3.05).to(dtype)
+    x = (torch.randn(120, 2) + 3.0).to(dtype)
+    y = (torch.randn(120, 2) * 1.1 + 3.05).to(dtype)
     got = ef.energy_distance(x, y, backend=backend)
     want = ef.energy_distance(x.double(), y.double(), backend="reference")
     assert got.dtype == torch.float32 and want > 0
     assert abs(got.double() - want) <= 1e-3 * abs(want) + 1e-6, (got, want)
-    score = ef.energy_score(y.reshape(100, 3, 2), x[:100], backend=backend)
-    want_score = ef.energy_score(
-        y.reshape(100, 3, 2).double(), x[:100].double(), backend="reference"
-    )
+    score = ef.energy_score(y.reshape(40, 3, 2), x[:40], backend=backend)
+    want_score = ef.energy_score(y.reshape(40, 3, 2).double(), x[:40].double(), backend="reference")
     assert score.dtype == torch.float32
     assert abs(score.double() - want_score) <= 1e-3 * abs(want_score)
 

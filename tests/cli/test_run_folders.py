@@ -182,15 +182,15 @@ def test_csv_header_and_delimiter_rules(tmp_path, content, header, rows):
         (lambda p: p.with_suffix(".csv").mkdir(), "is a folder"),
     ],
 )
-def test_bad_data_files_fail_in_one_line_before_writing(tmp_path, make, words):
+def test_bad_data_files_fail_in_one_line_before_writing(tmp_path, capsys, make, words):
     base = tmp_path / "data"
     make(base)
     path = next(tmp_path.glob("data.*"))
     out = tmp_path / "run"
-    result = run_cli(*train_args(out, data=str(path)), cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
-    assert words in result.stderr and str(path) in result.stderr
-    assert "Traceback" not in result.stderr and not out.exists()
+    code, err = main(train_args(out, data=str(path))), capsys.readouterr().err
+    assert code == 2 and words in err and str(path) in err, err
+    errors = [line for line in err.splitlines() if line.startswith("energyflow: error")]
+    assert len(errors) == 1 and "Traceback" not in err and not out.exists()
 
 
 def test_relative_data_paths_are_stored_absolute(tmp_path, monkeypatch, capsys):

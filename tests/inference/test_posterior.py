@@ -128,6 +128,7 @@ def test_sample_shape_follows_torch_distributions():
     assert bool(task.prior.contains(posterior.sample((4, 5), three)).all())
 
 
+@pytest.mark.slow_end_to_end
 def test_mle_flow_held_out_nll_stays_bounded_on_slcp_like_data():
     """The instability once seen on SLCP (held-out NLL 6 -> 3e6 while the training NLL fell):
     few simulations, a long run. Held-out NLL stays near its best."""

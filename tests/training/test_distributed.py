@@ -105,6 +105,7 @@ def test_two_processes_follow_the_one_process_curve_and_resume_in_one(tmp_path):
     assert len(extended) == 30 and extended == pytest.approx(alone, rel=1e-9)
 
 
+@pytest.mark.slow_end_to_end
 def test_a_killed_torchrun_training_resumes_under_torchrun(tmp_path):
     out = tmp_path / "run"
     args = [
