@@ -614,8 +614,8 @@ def run_fidelity(datasets: list[str], budget: float) -> list[dict]:
                     with torch.no_grad():
                         samples = model.sample((5000,)).numpy()
                     per_seed.append({"steps": steps, **judged(samples, dataset, seed)})
-                    if seed == SEEDS[0]:
-                        per_seed[-1]["shown"] = samples[:2000].tolist()
+                    if seed == SEEDS[0] and dataset.features == 2:  # for the plot
+                        per_seed[-1]["shown"] = np.round(samples[:2000], 4).tolist()
                 row = {"data": name, "model": label, "budget": budget, "runs": per_seed}
                 for key in per_seed[0]:
                     if key != "shown":
