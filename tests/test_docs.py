@@ -45,6 +45,10 @@ SMALLER = {"--steps": "5", "--time-budget": "0.5", "--sims": "300", "--n": "50"}
 
 @pytest.mark.slow_end_to_end
 def test_readme_command_lines_run(tmp_path, monkeypatch, small_reports):
+    from energyflow.cli import posterior
+
+    # a corner plot per observation (1 s each) is tested in tests/cli/test_posterior_command.py
+    monkeypatch.setattr(posterior, "corner_plot", lambda samples, path, **kw: path.touch())
     monkeypatch.chdir(tmp_path)
     rng = np.random.default_rng(0)
     table = rng.normal(size=(300, 3))
