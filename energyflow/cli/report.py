@@ -39,7 +39,12 @@ def evaluate(
     (``energyflow.metrics.judge``), MMD and the likelihoods (the sbibm MLP C2ST, a weaker judge,
     is ``energyflow.metrics.c2st_mlp``: the studies report it, a run does not pay for it)."""
     test = torch.as_tensor(dataset.test[: REPORT_ROWS if rows is None else rows])
-    samples = _samples(model, dataset, len(test))
+    return _scores(model, dataset, _samples(model, dataset, len(test)), test, full)
+
+
+def _scores(
+    model: GenerativeModel, dataset: Dataset, samples: torch.Tensor, test: torch.Tensor, full: bool
+) -> dict:
     result = {"test_energy_distance": metrics.sample_energy_distance(samples, test)}
     if full:
         result.update(metrics.judge(samples, test))
@@ -86,14 +91,16 @@ def write_report(
 ) -> dict:
     """Judge ``model`` and write metrics.json, samples.png and, with the run's ``state``,
     loss_curve.png into ``out``; returns what metrics.json holds."""
-    result = {**(training_summary(state) if state is not None else {}), **evaluate(
-        model, dataset, full=True
-    )}  # fmt: skip
+    test = torch.as_tensor(dataset.test[:REPORT_ROWS])
+    samples = _samples(model, dataset, len(test))  # judged, and the first 2000 shown
+    result = {
+        **(training_summary(state) if state is not None else {}),
+        **_scores(model, dataset, samples, test, full=True),
+    }
     atomic_write_json(result, out / METRICS)
-    shown = _samples(model, dataset, 2000).numpy()
     save_samples_png(
         out / PICTURE,
-        shown,
+        samples[:2000].numpy(),
         dataset.test[:2000],
         dataset.image_shape,
         title or type(model).__name__,
