@@ -1,149 +1,181 @@
-"""Block-masked layers: skipping the zero blocks vs the dense masked reference, in one run.
+"""Semi-autoregressive networks against the masked MADE a user already has, in one run.
 
-1. One hidden->hidden ``BlockMaskedLinear`` (non-strict, K levels, density (K+1)/(2K)), batch
-   4096, hidden 1024: forward and forward+backward of the fused path ("blocked" on CPU, "triton"
-   on CUDA) against ``F.linear(x, W * mask, b)`` (what nflows / zuko do).
-2. Generation with a ``SemiAutoregressiveMLP`` (64 features, 64 noise, hidden (1024, 1024)):
-   cached K-step sampling (``generate``) against K full passes (the uncached way) and
-   against a single full pass.
+Each row is one ``SemiAutoregressiveMLP(D features, K blocks, D noise, hidden (H, H))`` with
+the ``auto`` backend, against the same network written as nflows / zuko write a MADE
+(``F.linear(h, weight * mask, bias)`` per layer, relu between, on ``cat([x, z])``, the same
+weights: outputs agree to rounding) and, where it builds, ``zuko.nn.MaskedMLP`` with the same
+adjacency and hidden widths (its own weights):
 
-Median of repeats after a warm-up, the compared calls timed in turn (interleaved). Writes
+- **train**: forward + backward of the whole network (a squared-output loss), batch B;
+- **sample**: cached generation of all K blocks (``generate``) against one dense MADE forward
+  pass of the same batch (what one more sampling step costs a MADE user) and against K
+  uncached full passes.
+
+Medians of interleaved repeats after a warm-up (the first call also times the strip cuts);
+peak memory is the extra resident memory of one call. Writes
 ``benchmarks/results/masked_<device>.{json,md}``.
 
-    python benchmarks/bench_masked.py [--device cuda --hidden 4096 --batch 8192]
+    python benchmarks/bench_masked.py [--threads 1] [--quick] [--device cuda]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
+import torch.nn.functional as F
 
-from _common import RESULTS, interleaved_medians, machine_description
-from energyflow.nn import BlockMaskedLinear, SemiAutoregressiveMLP
+from _common import RESULTS, machine_description, measure
+from energyflow.nn import SemiAutoregressiveMLP
 
-
-def layer_rows(device: str, batch: int, hidden: int, blocks: list[int], repeats: int) -> list[dict]:
-    fused = "triton" if device == "cuda" else "blocked"
-    rows = []
-    for k in blocks:
-        levels = [level for level in range(k) for _ in range(hidden // k + (level < hidden % k))]
-        layer = BlockMaskedLinear(levels, levels, strict=False, activation="relu").to(device)
-        x = torch.randn(batch, hidden, device=device, requires_grad=True)
-        row = {"K": k, "batch": batch, "hidden": hidden, "density": layer.plan.density()}
-        for mode in ("forward", "forward+backward"):
-
-            def call(backend: str, mode: str = mode) -> Callable[[], None]:
-                def run() -> None:
-                    layer.backend = backend
-                    if mode == "forward":
-                        with torch.no_grad():
-                            layer(x)
-                    else:
-                        x.grad = None
-                        layer.zero_grad(set_to_none=True)
-                        layer(x).sum().backward()
-
-                return run
-
-            times = interleaved_medians({b: call(b) for b in ("reference", fused)}, device, repeats)
-            row[f"{mode} reference s"] = times["reference"]
-            row[f"{mode} {fused} s"] = times[fused]
-            row[f"{mode} speedup"] = times["reference"] / times[fused]
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    return rows
+GRID = [(64, k, h, b) for h in (512, 1024) for b in (1024, 4096) for k in (2, 4, 8, 16, 32, 64)]
+GRID += [(16, 4, 256, 1024)]
+SAMPLE_GRID = [(64, k, 512, 10000) for k in (2, 4, 8, 16, 32, 64)]
+QUICK_GRID = [(64, 8, 512, 1024), (64, 64, 512, 1024), (16, 4, 256, 1024)]
 
 
-def generation_rows(
-    device: str, batch: int, hidden: int, blocks: list[int], repeats: int
-) -> list[dict]:
-    rows = []
-    features = 64
-    for k in blocks:
-        net = SemiAutoregressiveMLP(
-            features, k, noise_features=features, hidden_features=(hidden, hidden)
-        ).to(device)
-        z = torch.randn(batch, features, device=device)
-        sizes = net.block_sizes
+def made_of(net: SemiAutoregressiveMLP) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The network as a MADE: dense weights times masks, inputs in their natural order (the
+    first layer's columns permuted back), relu between the layers."""
+    order = torch.argsort(net.input_order)
+    layers = []
+    for index, layer in enumerate(net.layers):
+        weight, mask = layer.weight.detach().clone(), layer.mask.to(layer.weight.dtype)
+        if index == 0:
+            weight, mask = weight[:, order], mask[:, order]
+        layers.append((weight.requires_grad_(), mask, layer.bias.detach().clone().requires_grad_()))
 
-        @torch.no_grad()
-        def cached() -> None:
-            net.generate(z)
+    def forward(h: torch.Tensor) -> torch.Tensor:
+        for index, (weight, mask, bias) in enumerate(layers):
+            h = F.linear(h, weight * mask, bias)
+            if index < len(layers) - 1:
+                h = F.relu(h)
+        return h
 
-        @torch.no_grad()
-        def uncached() -> None:
-            x = torch.zeros(batch, features, device=device)
-            offset = 0
-            for size in sizes:
-                x[:, offset : offset + size] = net(x, z)[:, offset : offset + size]
-                offset += size
-
-        @torch.no_grad()
-        def one_pass() -> None:
-            net(torch.zeros(batch, features, device=device), z)
-
-        times = interleaved_medians(
-            {"cached": cached, "uncached": uncached, "one": one_pass}, device, repeats
-        )
-        t_cached, t_uncached, t_one = times["cached"], times["uncached"], times["one"]
-        row = {
-            "K": k,
-            "cached K-step s": t_cached,
-            "K full passes s": t_uncached,
-            "one full pass s": t_one,
-            "cached / one pass": t_cached / t_one,
-            "K passes / cached": t_uncached / t_cached,
-        }
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    return rows
+    forward.parameters = [t for weight, _, bias in layers for t in (weight, bias)]  # type: ignore[attr-defined]
+    return forward
 
 
-def markdown(machine: dict, layers: list[dict], generation: list[dict], fused: str) -> str:
-    gpu = f" ({machine['gpu']})" if "gpu" in machine else ""
-    first = layers[0]
+def zuko_of(net: SemiAutoregressiveMLP) -> Optional[torch.nn.Module]:
+    """zuko's MaskedMLP with the network's adjacency (outputs x inputs [x, z]) and widths."""
+    try:
+        import zuko
+    except ImportError:
+        return None
+    d = net.features
+    out_block = torch.repeat_interleave(torch.arange(net.blocks), torch.tensor(net.block_sizes))
+    noise_block = torch.repeat_interleave(torch.arange(net.blocks), torch.tensor(net.noise_sizes))
+    adjacency = torch.cat(
+        [out_block[:, None] > out_block[None, :], out_block[:, None] >= noise_block[None, :]], 1
+    )
+    hidden = [layer.out_features for layer in net.layers[:-1]]
+    try:
+        return zuko.nn.MaskedMLP(adjacency[:, : d + net.noise_features], hidden)
+    except Exception as error:  # zuko refuses some adjacencies; the row then says so
+        print(f"zuko MaskedMLP not built: {error}")
+        return None
+
+
+def row(device: str, d: int, k: int, hidden: int, batch: int, repeats: int, train: bool) -> dict:
+    torch.manual_seed(0)
+    net = SemiAutoregressiveMLP(d, k, noise_features=d, hidden_features=(hidden, hidden))
+    net = net.to(device)
+    made = made_of(net)
+    x, z = torch.randn(batch, d, device=device), torch.randn(batch, d, device=device)
+    with torch.no_grad():
+        error = (net(x, z) - made(torch.cat([x, z], -1))).abs().max().item()
+    result = {"D": d, "K": k, "hidden": hidden, "batch": batch,
+              "threads": torch.get_num_threads(), "max |ours - MADE|": error}  # fmt: skip
+    if train:
+        zuko_net = zuko_of(net)
+        zuko_net = zuko_net.to(device) if zuko_net is not None else None
+
+        def ours() -> None:
+            net.zero_grad(set_to_none=True)
+            net(x, z).square().mean().backward()
+
+        def dense() -> None:
+            for t in made.parameters:
+                t.grad = None
+            made(torch.cat([x, z], -1)).square().mean().backward()
+
+        calls = {"ours": ours, "MADE": dense}
+        if zuko_net is not None:
+
+            def zuko_call() -> None:
+                zuko_net.zero_grad(set_to_none=True)
+                zuko_net(torch.cat([x, z], -1)).square().mean().backward()
+
+            calls["zuko"] = zuko_call
+        ours()  # the first call times the strip cuts of each layer
+        timed = measure(calls, device, repeats)
+        result.update({f"train {name} s": t for name, (t, _) in timed.items()})
+        result.update({f"train {name} peak MB": p / 2**20 for name, (_, p) in timed.items()})
+        result["train speedup vs MADE"] = timed["MADE"][0] / timed["ours"][0]
+        if "zuko" in timed:
+            result["train speedup vs zuko"] = timed["zuko"][0] / timed["ours"][0]
+
+    @torch.no_grad()
+    def generate() -> None:
+        net.generate(z)
+
+    @torch.no_grad()
+    def one_pass() -> None:
+        made(torch.cat([x, z], -1))
+
+    @torch.no_grad()
+    def k_passes() -> None:
+        h = torch.zeros(batch, d, device=device)
+        offset = 0
+        for size in net.block_sizes:
+            h[:, offset : offset + size] = made(torch.cat([h, z], -1))[:, offset : offset + size]
+            offset += size
+
+    sample_calls = {"generate": generate, "one MADE pass": one_pass}
+    if k <= 16:
+        sample_calls["K MADE passes"] = k_passes
+    timed = measure(sample_calls, device, repeats)
+    result.update({f"sample {name} s": t for name, (t, _) in timed.items()})
+    result["generate / one MADE pass"] = timed["generate"][0] / timed["one MADE pass"][0]
+    if "K MADE passes" in timed:
+        result["K MADE passes / generate"] = timed["K MADE passes"][0] / timed["generate"][0]
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def markdown(machine: dict, rows: list[dict]) -> str:
     lines = [
         f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}, "
-        f"device {machine['device']}{gpu}",
+        f"{machine['torch_threads']} threads, device {machine['device']} "
+        f"{machine.get('gpu', '')}, {machine['date']}",
         "",
-        f"One hidden->hidden BlockMaskedLinear (relu), batch {first['batch']}, hidden "
-        f"{first['hidden']}: `{fused}` vs dense `F.linear(x, W * mask)`; speedup = reference / "
-        f"{fused} (same run), ideal = 1 / density.",
+        "SemiAutoregressiveMLP(D, K blocks, D noise, hidden (H, H)), backend auto, against the "
+        "same network as a MADE (`F.linear(h, W * mask, b)` per layer, relu, on `cat([x, z])`; "
+        "same weights) and zuko's `MaskedMLP` (same adjacency and widths). train = forward + "
+        "backward of the whole network; speedup = their time / ours (same run, interleaved); "
+        "sample = cached generation of all K blocks over one dense MADE pass of the same batch "
+        "(lower is better), and K uncached MADE passes over it (K <= 16).",
         "",
-        "| K | density | ideal | forward speedup | fwd+bwd speedup | fwd+bwd reference s "
-        "| fwd+bwd fused s |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| D | K | H | batch | threads | train speedup vs MADE | vs zuko | train ms ours / MADE "
+        "| peak MB ours / MADE | generate / one MADE pass | K passes / generate |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in layers:
+    for r in rows:
+        train = "train ours s" in r
         cells = [
+            r["D"],
             r["K"],
-            f"{r['density']:.3f}",
-            f"{1 / r['density']:.2f}x",
-            f"{r['forward speedup']:.2f}x",
-            f"{r['forward+backward speedup']:.2f}x",
-            f"{r['forward+backward reference s']:.4f}",
-            f"{r[f'forward+backward {fused} s']:.4f}",
-        ]
-        lines.append("| " + " | ".join(map(str, cells)) + " |")
-    lines += [
-        "",
-        "Generation, SemiAutoregressiveMLP(64 features, 64 noise, hidden (H, H)), no grad:",
-        "",
-        "| K | cached K-step s | K full passes s | one full pass s | cached / one pass "
-        "| K passes / cached |",
-        "|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in generation:
-        cells = [
-            r["K"],
-            f"{r['cached K-step s']:.4f}",
-            f"{r['K full passes s']:.4f}",
-            f"{r['one full pass s']:.4f}",
-            f"{r['cached / one pass']:.2f}x",
-            f"{r['K passes / cached']:.2f}x",
+            r["hidden"],
+            r["batch"],
+            r["threads"],
+            f"{r['train speedup vs MADE']:.2f}x" if train else "",
+            f"{r['train speedup vs zuko']:.2f}x" if "train speedup vs zuko" in r else "",
+            f"{1e3 * r['train ours s']:.1f} / {1e3 * r['train MADE s']:.1f}" if train else "",
+            f"{r['train ours peak MB']:.0f} / {r['train MADE peak MB']:.0f}" if train else "",
+            f"{r['generate / one MADE pass']:.2f}",
+            f"{r['K MADE passes / generate']:.1f}x" if "K MADE passes / generate" in r else "",
         ]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines) + "\n"
@@ -152,23 +184,23 @@ def markdown(machine: dict, layers: list[dict], generation: list[dict], fused: s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--batch", type=int, default=4096)
-    parser.add_argument("--hidden", type=int, default=1024)
-    parser.add_argument("--blocks", type=int, nargs="+", default=[1, 2, 4, 8, 16])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="three rows, to try a change")
     parser.add_argument("--name", default=None)
     args = parser.parse_args()
-    torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     machine = machine_description(args.device)
-    fused = "triton" if args.device == "cuda" else "blocked"
-    layers = layer_rows(args.device, args.batch, args.hidden, args.blocks, args.repeats)
-    generation = generation_rows(args.device, args.batch, args.hidden, args.blocks, args.repeats)
-    stem = args.name or f"masked_{args.device}"
+    grid = QUICK_GRID if args.quick else GRID
+    rows = [row(args.device, *shape, args.repeats, train=True) for shape in grid]
+    if not args.quick:
+        rows += [row(args.device, *shape, args.repeats, train=False) for shape in SAMPLE_GRID]
+    threads = f"_{args.threads}thread" if args.threads else ""
+    stem = args.name or f"masked_{args.device}{threads}"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(
-        json.dumps({"machine": machine, "layers": layers, "generation": generation}, indent=1)
-    )
-    table = markdown(machine, layers, generation, fused)
+    (RESULTS / f"{stem}.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
+    table = markdown(machine, rows)
     (RESULTS / f"{stem}.md").write_text(table)
     print(table)
 

@@ -13,7 +13,7 @@ $PY -c "import energyflow, torch, triton; print('torch', torch.__version__, 'tri
 mkdir -p benchmarks/results
 $PY benchmarks/gpu_validate.py | tee benchmarks/results/gpu_validate.txt
 cd benchmarks
-$PY bench_masked.py --device cuda --batch 8192 --hidden 4096 --blocks 1 8 --repeats 5 --name masked_cuda
+$PY bench_masked.py --device cuda --repeats 5 --name masked_cuda
 $PY bench_energy.py --device cuda --sizes 4096 16384 65536 --dims 16 64 --sliced-n 1000000 --name energy_cuda
 cd ..
 # Training on CUDA through the CLI: each model and objective briefly, bf16 + compile, a resume,

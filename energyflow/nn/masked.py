@@ -24,9 +24,12 @@ class BlockMaskedLinear(nn.Module):
     """y = act(x (W * M)^T + b) with M[o, i] = [in_level_i < out_level_o] (strict) or ``<=``.
 
     Levels must be non-decreasing, so M is block lower-triangular and every backend skips its
-    zero blocks: ``"blocked"`` (one GEMM per level, CPU default), ``"triton"`` (tile-skipping
-    kernels with the activation in the epilogue, CUDA default) or ``"reference"`` (dense W * M).
+    zero blocks: ``"blocked"`` (one GEMM per strip of levels, CPU default), ``"triton"``
+    (tile-skipping kernels with the activation in the epilogue, CUDA default) or
+    ``"reference"`` (dense W * M).
     The weight is stored dense with its masked entries held at zero (they never get a gradient).
+    On the CPU, ``"auto"`` runs the blocked strips where the timing at first use found them
+    faster, else the dense masked product (``ops.masked_strips``).
 
     Shapes: x (..., in_features) -> (..., out_features).
 
@@ -63,7 +66,7 @@ class BlockMaskedLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(self.plan.out_features)) if bias else None
         self.register_buffer("prefix", self.plan.prefix.clone(), persistent=False)
         self.register_buffer("first_out", self.plan.first_out.clone(), persistent=False)
-        self.register_buffer("mask", self.plan.mask(), persistent=False)
+        self.register_buffer("mask", self.plan.mask(torch.bool), persistent=False)
         self.reset_parameters()
 
     @property
@@ -106,10 +109,12 @@ class BlockMaskedLinear(nn.Module):
             mask=self.mask,
             activation=self.activation,
             backend=self._backend(x),
+            dense_when_faster=self.backend == "auto",
         )
 
-    def forward_level(self, x_prefix: Tensor, level: int) -> Tensor:
-        """Only the outputs at ``level``, from the inputs they read: (M, >= prefix) -> (M, n)."""
+    def forward_level(self, x_prefix: Tensor, level: int, out: Optional[Tensor] = None) -> Tensor:
+        """Only the outputs at ``level``, from the inputs they read: (M, >= prefix) -> (M, n),
+        written into ``out`` if given."""
         return masked_linear_level(
             x_prefix,
             self.weight,
@@ -119,6 +124,7 @@ class BlockMaskedLinear(nn.Module):
             prefix=self.prefix,
             activation=self.activation,
             backend=self._backend(x_prefix),
+            out=out,
         )
 
     def extra_repr(self) -> str:
@@ -160,6 +166,14 @@ class LevelCache:
         self.slices: list[Tensor] = []
         self.buffer = None if differentiable else like.new_empty(rows, width)
         self.filled = 0
+
+    def reserve(self, width: int) -> Optional[Tensor]:
+        """The next ``width`` columns of the buffer to compute in place (counted as filled), or
+        None when slices are kept as a list (with autograd)."""
+        if self.buffer is None:
+            return None
+        self.filled += width
+        return self.buffer[:, self.filled - width : self.filled]
 
     def append(self, new: Tensor) -> None:
         if self.buffer is None:
@@ -378,12 +392,14 @@ class SemiAutoregressiveMLP(nn.Module):
         inputs.append(state.noise[k - 1])
         below = inputs.prefix()
         for index, layer in enumerate(self.layers):
-            new = layer.forward_level(below, 2 * k)
-            if self._is_residual(index):
-                start, end = layer.level_rows(2 * k)
-                new = new + below[:, start:end]
             cache = state.caches[index + 1]
-            cache.append(new)
+            start, end = layer.level_rows(2 * k)
+            slot = cache.reserve(end - start)  # without autograd: computed in the cache
+            new = layer.forward_level(below, 2 * k, out=slot)
+            if self._is_residual(index):
+                new = new + below[:, start:end] if slot is None else new.add_(below[:, start:end])
+            if slot is None:
+                cache.append(new)
             below = cache.prefix()
         state.next_block = k + 1
         return new.reshape(*state.lead, -1)

@@ -68,9 +68,9 @@ class MaskPlan:
         prefix: (out_features,) int32, inputs readable by each output.
         first_out: (in_features,) int32, first output that reads each input (out_features if none).
         out_groups: ``(start, end, prefix)`` per run of equal output levels.
-        tiles: rectangles ``(row_start, row_end, col_start, col_end)`` that exactly cover the
-            allowed entries, large ones first-class (see ``staircase_tiles``).
-        flat_tiles: ``tiles`` flattened to one list (4 ints per rectangle), as custom ops take it.
+        flat_groups: ``out_groups`` flattened to one list (3 ints per group), as the custom ops
+            take it (``ops.masked_strips`` cuts the groups into strips).
+        groups_by_level: each output level's group, for cached stepping.
 
     Example:
         >>> plan = MaskPlan.build([0, 0, 1, 2], [1, 2, 3], strict=True)
@@ -86,8 +86,8 @@ class MaskPlan:
     prefix: Tensor
     first_out: Tensor
     out_groups: tuple[tuple[int, int, int], ...]
-    tiles: tuple[tuple[int, int, int, int], ...]
-    flat_tiles: list[int]
+    flat_groups: list[int]
+    groups_by_level: dict[int, tuple[int, int, int]]
 
     @staticmethod
     def build(in_levels: Levels, out_levels: Levels, strict: bool) -> "MaskPlan":
@@ -96,7 +96,6 @@ class MaskPlan:
         prefix = torch.searchsorted(ins, outs, right=not strict)
         first_out = torch.searchsorted(prefix, torch.arange(len(ins)), right=True)
         out_groups = tuple((s, e, int(prefix[s])) for s, e in _runs(outs))
-        tiles = staircase_tiles(out_groups)
         return MaskPlan(
             in_levels=ins,
             out_levels=outs,
@@ -104,8 +103,8 @@ class MaskPlan:
             prefix=prefix.to(torch.int32),
             first_out=first_out.to(torch.int32),
             out_groups=out_groups,
-            tiles=tiles,
-            flat_tiles=[bound for tile in tiles for bound in tile],
+            flat_groups=[bound for group in out_groups for bound in group],
+            groups_by_level={int(outs[group[0]]): group for group in out_groups},
         )
 
     @property
@@ -126,40 +125,16 @@ class MaskPlan:
 
     def level_rows(self, level: int) -> tuple[int, int]:
         """(start, end) of the outputs at ``level`` (empty range if none)."""
-        start = int(torch.searchsorted(self.out_levels, torch.tensor(level), right=False))
-        end = int(torch.searchsorted(self.out_levels, torch.tensor(level), right=True))
-        return start, end
+        return self.level_group(level)[:2]
 
-
-def staircase_tiles(
-    out_groups: Sequence[tuple[int, int, int]],
-) -> tuple[tuple[int, int, int, int], ...]:
-    """Cover the staircase {(o, i): i < prefix[o]} with few, large rectangles.
-
-    Balanced recursion over the output groups (like a triangular matrix product): the second
-    half of the groups shares every input the first half's last group reads, so that block is
-    one dense rectangle; each half then recurses on the inputs left to it. About 2K - 1
-    rectangles for K groups, the largest ones spanning half the matrix, so the GEMMs on them run
-    near dense speed while no masked entry is computed.
-    """
-    tiles: list[tuple[int, int, int, int]] = []
-
-    def cover(lo: int, hi: int, col_start: int) -> None:
-        if hi - lo == 1:
-            start, end, prefix = out_groups[lo]
-            if prefix > col_start:
-                tiles.append((start, end, col_start, prefix))
-            return
-        mid = (lo + hi) // 2
-        cover(lo, mid, col_start)
-        shared = out_groups[mid - 1][2]
-        if shared > col_start:
-            tiles.append((out_groups[mid][0], out_groups[hi - 1][1], col_start, shared))
-        cover(mid, hi, max(col_start, shared))
-
-    if out_groups:
-        cover(0, len(out_groups), 0)
-    return tuple(tiles)
+    def level_group(self, level: int) -> tuple[int, int, int]:
+        """(start, end, prefix) of the outputs at ``level``: the rows and the inputs they read
+        (an empty range where no output has that level)."""
+        group = self.groups_by_level.get(level)
+        if group is None:
+            start = int(torch.searchsorted(self.out_levels, torch.tensor(level)))
+            return start, start, 0
+        return group
 
 
 def _runs(levels: Tensor) -> list[tuple[int, int]]:

@@ -4,9 +4,10 @@
 
 Backends (``dispatch.MASKED_BACKENDS``):
 
-- ``"blocked"`` covers the allowed entries with a few large rectangles (``MaskPlan.tiles``) and
-  runs one GEMM per rectangle in the forward pass and in both gradients: the zero blocks cost
-  nothing (CPU default).
+- ``"blocked"`` cuts the block triangle into strips of output groups, one GEMM each, in the
+  forward pass and in both gradients (``ops.masked_strips``); the cut of each pass is the fastest
+  one timed on the machine at first use, from the dense product (one strip) to one strip per
+  level (CPU default).
 - ``"triton"`` runs kernels that skip the masked tiles, with bias and activation in the
   epilogue (CUDA default).
 - ``"reference"`` multiplies a dense weight by the mask (what nflows / zuko do), differentiated
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from energyflow.ops import dispatch
+from energyflow.ops import dispatch, masked_strips
 from energyflow.ops.mask_plan import MaskPlan
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
@@ -64,70 +65,38 @@ def activation_derivative(name: str, z: Tensor) -> Tensor:
     return torch.ones_like(z)
 
 
-def _rectangles(flat_tiles: list[int]) -> list[tuple[int, int, int, int]]:
-    return [tuple(flat_tiles[i : i + 4]) for i in range(0, len(flat_tiles), 4)]  # type: ignore[misc]
-
-
-def _common_prefix(tiles: list[int], out_features: int) -> Optional[int]:
-    """The input prefix every output reads when the mask is one rectangle over all rows (then
-    the layer is a plain linear map on that prefix), else None."""
-    if len(tiles) == 4 and tiles[0] == 0 and tiles[1] == out_features and tiles[2] == 0:
-        return tiles[3]
-    return None
-
-
-# ---- blocked: one GEMM per rectangle of the staircase -----------------------------------------
+# ---- blocked: one GEMM per strip of the block triangle (ops.masked_strips) --------------------
 def _blocked_forward(
-    x: Tensor, weight: Tensor, bias: Optional[Tensor], prefix: Tensor, tiles: list[int],
-    activation: str, keep_preactivation: bool,
+    x: Tensor, weight: Tensor, bias: Optional[Tensor], prefix: Tensor, mask: Tensor,
+    groups: list[int], activation: str, keep_preactivation: bool,
 ) -> tuple[Tensor, Optional[Tensor]]:  # fmt: skip
-    prefix_all = _common_prefix(tiles, weight.shape[0])
-    if prefix_all is not None:
-        z = F.linear(x[:, :prefix_all], weight[:, :prefix_all], bias)
-    else:
-        rows = (x.shape[0], weight.shape[0])
-        z = x.new_zeros(rows) if bias is None else bias.expand(rows).clone()
-        for row_start, row_end, col_start, col_end in _rectangles(tiles):
-            z[:, row_start:row_end].addmm_(
-                x[:, col_start:col_end], weight[row_start:row_end, col_start:col_end].t()
-            )
+    cut = masked_strips.cuts(groups, weight.shape[1], x.shape[0], x).forward
+    z = masked_strips.forward(x, weight.where(mask, 0), bias, cut)  # strips read masked entries
     if activation == "none":
         return z, None
+    if activation == "relu":  # in place: the backward reads the output, as torch's relu does
+        return z.clamp_min_(0), None
     return ACTIVATIONS[activation](z), z if keep_preactivation else None
 
 
 def _blocked_grad_input(
-    grad_z: Tensor, weight: Tensor, first_out: Tensor, tiles: list[int]
+    grad_z: Tensor, weight: Tensor, first_out: Tensor, mask: Tensor, groups: list[int]
 ) -> Tensor:
-    prefix_all = _common_prefix(tiles, weight.shape[0])
-    if prefix_all is not None:
-        return F.pad(grad_z.mm(weight[:, :prefix_all]), (0, weight.shape[1] - prefix_all))
-    grad_x = grad_z.new_zeros(grad_z.shape[0], weight.shape[1])
-    for row_start, row_end, col_start, col_end in _rectangles(tiles):
-        grad_x[:, col_start:col_end].addmm_(
-            grad_z[:, row_start:row_end], weight[row_start:row_end, col_start:col_end]
-        )
-    return grad_x
+    cut = masked_strips.cuts(groups, weight.shape[1], grad_z.shape[0], grad_z).grad_input
+    return masked_strips.grad_input(grad_z, weight.where(mask, 0), cut)
 
 
-def _blocked_grad_weight(grad_z: Tensor, x: Tensor, prefix: Tensor, tiles: list[int]) -> Tensor:
-    prefix_all = _common_prefix(tiles, grad_z.shape[1])
-    if prefix_all is not None:
-        return F.pad(grad_z.t().mm(x[:, :prefix_all]), (0, x.shape[1] - prefix_all))
-    grad_w = x.new_zeros(grad_z.shape[1], x.shape[1])
-    for row_start, row_end, col_start, col_end in _rectangles(tiles):
-        torch.mm(
-            grad_z[:, row_start:row_end].t(),
-            x[:, col_start:col_end],
-            out=grad_w[row_start:row_end, col_start:col_end],
-        )
-    return grad_w
+def _blocked_grad_weight(
+    grad_z: Tensor, x: Tensor, prefix: Tensor, mask: Tensor, groups: list[int]
+) -> Tensor:
+    cut = masked_strips.cuts(groups, x.shape[1], grad_z.shape[0], x).grad_weight
+    return masked_strips.grad_weight(grad_z, x, cut).mul_(mask)
 
 
 # ---- triton: tile-skipping kernels ------------------------------------------------------------
 def _triton_forward(
-    x: Tensor, weight: Tensor, bias: Optional[Tensor], prefix: Tensor, tiles: list[int],
-    activation: str, keep_preactivation: bool,
+    x: Tensor, weight: Tensor, bias: Optional[Tensor], prefix: Tensor, mask: Tensor,
+    groups: list[int], activation: str, keep_preactivation: bool,
 ) -> tuple[Tensor, Optional[Tensor]]:  # fmt: skip
     return dispatch.triton_kernels().masked_linear_forward(
         x.contiguous(),
@@ -142,7 +111,7 @@ def _triton_forward(
 
 
 def _triton_grad_input(
-    grad_z: Tensor, weight: Tensor, first_out: Tensor, tiles: list[int]
+    grad_z: Tensor, weight: Tensor, first_out: Tensor, mask: Tensor, groups: list[int]
 ) -> Tensor:
     return dispatch.triton_kernels().masked_linear_grad_input(
         grad_z.contiguous(),
@@ -153,7 +122,9 @@ def _triton_grad_input(
     )
 
 
-def _triton_grad_weight(grad_z: Tensor, x: Tensor, prefix: Tensor, tiles: list[int]) -> Tensor:
+def _triton_grad_weight(
+    grad_z: Tensor, x: Tensor, prefix: Tensor, mask: Tensor, groups: list[int]
+) -> Tensor:
     return dispatch.triton_kernels().masked_linear_grad_weight(
         grad_z.contiguous(),
         x.contiguous(),
@@ -168,8 +139,8 @@ class MaskedLinearKernels:
     """One fused backend: forward (out and, if kept, the pre-activation) and both gradients."""
 
     forward: Callable[..., tuple[Tensor, Optional[Tensor]]]
-    grad_input: Callable[[Tensor, Tensor, Tensor, list[int]], Tensor]
-    grad_weight: Callable[[Tensor, Tensor, Tensor, list[int]], Tensor]
+    grad_input: Callable[[Tensor, Tensor, Tensor, Tensor, list[int]], Tensor]
+    grad_weight: Callable[[Tensor, Tensor, Tensor, Tensor, list[int]], Tensor]
 
 
 MASKED_LINEAR: dict[str, MaskedLinearKernels] = {
@@ -178,117 +149,177 @@ MASKED_LINEAR: dict[str, MaskedLinearKernels] = {
 }
 
 
-# ---- custom ops ------------------------------------------------------------------------------
-@torch.library.custom_op("energyflow::masked_linear", mutates_args=())
-def _masked_linear_op(
+# ---- the three primitives: custom ops (compiled graphs) and autograd Functions (eager) ---------
+# Compiled code calls the custom ops, which torch.compile can trace; eager code calls the same
+# kernels through autograd Functions, whose per-call cost is a few microseconds instead of the
+# custom ops' ~100 (it dominates small layers). Both share the formulas below.
+def _forward_impl(
     x: Tensor, weight: Tensor, bias: Optional[Tensor], prefix: Tensor, first_out: Tensor,
-    tiles: list[int], activation: str, keep_preactivation: bool, backend: str,
+    mask: Tensor, groups: list[int], activation: str, keep_preactivation: bool, backend: str,
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
     """x (M, in) -> act(x (W*mask)^T + b) (M, out), and the pre-activation (M, out) if kept
     (else an empty tensor)."""
     out, z = MASKED_LINEAR[backend].forward(
-        x, weight, bias, prefix, tiles, activation, keep_preactivation
+        x, weight, bias, prefix, mask, groups, activation, keep_preactivation
     )
     return out, z if z is not None else x.new_empty(0)
 
 
-@_masked_linear_op.register_fake
-def _masked_linear_fake(x, weight, bias, prefix, first_out, tiles, activation, keep, backend):
+def _grad_input_impl(
+    grad_z: Tensor, weight: Tensor, prefix: Tensor, first_out: Tensor, mask: Tensor,
+    groups: list[int], backend: str,
+) -> Tensor:  # fmt: skip
+    """grad_z (M, out) -> grad_x = grad_z (W*mask) (M, in)."""
+    return MASKED_LINEAR[backend].grad_input(grad_z, weight, first_out, mask, groups)
+
+
+def _grad_weight_impl(
+    grad_z: Tensor, x: Tensor, prefix: Tensor, first_out: Tensor, mask: Tensor,
+    groups: list[int], backend: str,
+) -> Tensor:  # fmt: skip
+    """grad_z (M, out), x (M, in) -> grad_W = (grad_z^T x) * mask (out, in)."""
+    return MASKED_LINEAR[backend].grad_weight(grad_z, x, prefix, mask, groups)
+
+
+_forward_op = torch.library.custom_op("energyflow::masked_linear", mutates_args=())(_forward_impl)
+_grad_input_op = torch.library.custom_op("energyflow::masked_linear_grad_input", mutates_args=())(
+    _grad_input_impl
+)
+_grad_weight_op = torch.library.custom_op("energyflow::masked_linear_grad_weight", mutates_args=())(
+    _grad_weight_impl
+)
+
+
+@_forward_op.register_fake
+def _forward_fake(x, weight, bias, prefix, first_out, mask, groups, activation, keep, backend):
     out = x.new_empty(x.shape[0], weight.shape[0])
     return out, x.new_empty(out.shape if keep else (0,))
 
 
-@torch.library.custom_op("energyflow::masked_linear_grad_input", mutates_args=())
-def _grad_input_op(
-    grad_z: Tensor, weight: Tensor, prefix: Tensor, first_out: Tensor, tiles: list[int],
-    backend: str,
-) -> Tensor:  # fmt: skip
-    """grad_z (M, out) -> grad_x = grad_z (W*mask) (M, in)."""
-    return MASKED_LINEAR[backend].grad_input(grad_z, weight, first_out, tiles)
-
-
 @_grad_input_op.register_fake
-def _grad_input_fake(grad_z, weight, prefix, first_out, tiles, backend):
+def _grad_input_fake(grad_z, weight, prefix, first_out, mask, groups, backend):
     return grad_z.new_empty(grad_z.shape[0], weight.shape[1])
 
 
-@torch.library.custom_op("energyflow::masked_linear_grad_weight", mutates_args=())
-def _grad_weight_op(
-    grad_z: Tensor, x: Tensor, prefix: Tensor, first_out: Tensor, tiles: list[int], backend: str
-) -> Tensor:
-    """grad_z (M, out), x (M, in) -> grad_W = (grad_z^T x) * mask (out, in)."""
-    return MASKED_LINEAR[backend].grad_weight(grad_z, x, prefix, tiles)
-
-
 @_grad_weight_op.register_fake
-def _grad_weight_fake(grad_z, x, prefix, first_out, tiles, backend):
+def _grad_weight_fake(grad_z, x, prefix, first_out, mask, groups, backend):
     return x.new_empty(grad_z.shape[1], x.shape[1])
 
 
-def _linear(x: Tensor, weight: Tensor, prefix: Tensor, first_out: Tensor, tiles, backend):
+def _primitive(op: Callable, function: Callable, impl: Callable) -> Callable:
+    """The call of one primitive: the custom op when compiling, else its autograd Function, or
+    the bare kernel when no graph is recorded (as in a first-order backward pass)."""
+
+    def call(*args):
+        if torch.compiler.is_compiling():
+            return op(*args)
+        if torch.is_grad_enabled():
+            return function(*args)
+        return impl(*args)
+
+    return call
+
+
+def _linear(x: Tensor, weight: Tensor, prefix, first_out, mask, groups, backend) -> Tensor:
     """x (W*mask)^T, differentiable (no bias, no activation)."""
-    return _masked_linear_op(x, weight, None, prefix, first_out, tiles, "none", False, backend)[0]
+    return _forward(x, weight, None, prefix, first_out, mask, groups, "none", False, backend)[0]
 
 
+# ---- their derivatives ------------------------------------------------------------------------
 def _grad_op_setup(ctx, inputs, output):
-    left, right, prefix, first_out, tiles, backend = inputs
-    ctx.save_for_backward(left, right, prefix, first_out)
-    ctx.options = (tiles, backend)
+    left, right, prefix, first_out, mask, groups, backend = inputs
+    ctx.save_for_backward(left, right, prefix, first_out, mask)
+    ctx.options = (groups, backend)
 
 
 # Both gradients are bilinear maps made of the layer's own masked products, so their derivatives
-# are too: double (and higher) backward reuse the three ops.
+# are too: double (and higher) backward reuse the three primitives.
 def _grad_input_backward(ctx, cotangent):
-    grad_z, weight, prefix, first_out = ctx.saved_tensors
-    tiles, backend = ctx.options
+    grad_z, weight, *plan = ctx.saved_tensors
+    groups, backend = ctx.options
     need = ctx.needs_input_grad
-    d_grad_z = _linear(cotangent, weight, prefix, first_out, tiles, backend) if need[0] else None
-    d_weight = (
-        _grad_weight_op(grad_z, cotangent, prefix, first_out, tiles, backend) if need[1] else None
-    )
-    return d_grad_z, d_weight, None, None, None, None
+    d_grad_z = _linear(cotangent, weight, *plan, groups, backend) if need[0] else None
+    d_weight = _grad_weight(grad_z, cotangent, *plan, groups, backend) if need[1] else None
+    return d_grad_z, d_weight, None, None, None, None, None
 
 
 def _grad_weight_backward(ctx, cotangent):
-    grad_z, x, prefix, first_out = ctx.saved_tensors
-    tiles, backend = ctx.options
+    grad_z, x, *plan = ctx.saved_tensors
+    groups, backend = ctx.options
     need = ctx.needs_input_grad
-    d_grad_z = _linear(x, cotangent, prefix, first_out, tiles, backend) if need[0] else None
-    d_x = _grad_input_op(grad_z, cotangent, prefix, first_out, tiles, backend) if need[1] else None
-    return d_grad_z, d_x, None, None, None, None
-
-
-_grad_input_op.register_autograd(_grad_input_backward, setup_context=_grad_op_setup)
-_grad_weight_op.register_autograd(_grad_weight_backward, setup_context=_grad_op_setup)
+    d_grad_z = _linear(x, cotangent, *plan, groups, backend) if need[0] else None
+    d_x = _grad_input(grad_z, cotangent, *plan, groups, backend) if need[1] else None
+    return d_grad_z, d_x, None, None, None, None, None
 
 
 def _setup(ctx, inputs, output):
-    x, weight, bias, prefix, first_out, tiles, activation, _, backend = inputs
-    ctx.save_for_backward(x, weight, output[1], prefix, first_out)
-    ctx.options = (tiles, activation, backend, bias is not None)
+    x, weight, bias, prefix, first_out, mask, groups, activation, _, backend = inputs
+    # relu's derivative is read from its output (as torch's relu does), the others' from the kept
+    # pre-activation
+    activation_input = output[0] if activation == "relu" else output[1]
+    ctx.save_for_backward(x, weight, activation_input, prefix, first_out, mask)
+    ctx.options = (groups, activation, backend, bias is not None)
 
 
 def _backward(ctx, grad_out, grad_preactivation):
-    x, weight, z, prefix, first_out = ctx.saved_tensors
-    tiles, activation, backend, has_bias = ctx.options
+    x, weight, z, *plan = ctx.saved_tensors
+    groups, activation, backend, has_bias = ctx.options
     grad_z = grad_out
     if activation != "none":
         if z.numel() == 0 and grad_out.numel() != 0:
             raise RuntimeError("masked_linear: the pre-activation was not kept for backward")
-        if activation == "relu":  # one pass, as torch's own relu backward
+        if activation == "relu":  # one pass, as torch's own relu backward (z is the output)
             grad_z = torch.ops.aten.threshold_backward(grad_out, z, 0.0)
         else:
             grad_z = grad_out * activation_derivative(activation, z)
         if grad_preactivation is not None and grad_preactivation.numel():
             grad_z = grad_z + grad_preactivation  # a double backward differentiates through z
     need = ctx.needs_input_grad
-    grad_x = _grad_input_op(grad_z, weight, prefix, first_out, tiles, backend) if need[0] else None
-    grad_w = _grad_weight_op(grad_z, x, prefix, first_out, tiles, backend) if need[1] else None
+    grad_x = _grad_input(grad_z, weight, *plan, groups, backend) if need[0] else None
+    grad_w = _grad_weight(grad_z, x, *plan, groups, backend) if need[1] else None
     grad_b = grad_z.sum(0) if has_bias and need[2] else None
-    return grad_x, grad_w, grad_b, None, None, None, None, None, None
+    return grad_x, grad_w, grad_b, None, None, None, None, None, None, None
 
 
-_masked_linear_op.register_autograd(_backward, setup_context=_setup)
+_forward_op.register_autograd(_backward, setup_context=_setup)
+_grad_input_op.register_autograd(_grad_input_backward, setup_context=_grad_op_setup)
+_grad_weight_op.register_autograd(_grad_weight_backward, setup_context=_grad_op_setup)
+
+
+def _function(name: str, impl: Callable, setup: Callable, backward: Callable) -> type:
+    """An autograd Function running ``impl`` eagerly with the custom op's derivative (forward
+    takes ``ctx``: with a separate ``setup_context`` each call would bind its arguments by
+    ``inspect``, tens of microseconds)."""
+
+    def forward(ctx, *inputs):
+        output = impl(*inputs)
+        setup(ctx, inputs, output)
+        return output
+
+    return type(
+        name,
+        (torch.autograd.Function,),
+        {"forward": staticmethod(forward), "backward": staticmethod(backward)},
+    )
+
+
+_forward = _primitive(
+    _forward_op, _function("MaskedLinear", _forward_impl, _setup, _backward).apply, _forward_impl
+)
+_grad_input = _primitive(
+    _grad_input_op,
+    _function(
+        "MaskedLinearGradInput", _grad_input_impl, _grad_op_setup, _grad_input_backward
+    ).apply,
+    _grad_input_impl,
+)
+_grad_weight = _primitive(
+    _grad_weight_op,
+    _function(
+        "MaskedLinearGradWeight", _grad_weight_impl, _grad_op_setup, _grad_weight_backward
+    ).apply,
+    _grad_weight_impl,
+)
 
 
 @torch.library.custom_op("energyflow::masked_linear_rows", mutates_args=())
@@ -344,23 +375,49 @@ def masked_linear(
     mask: Tensor,
     activation: str = "none",
     backend: str = "blocked",
+    dense_when_faster: bool = False,
 ) -> Tensor:
     """act(x (W * mask)^T + b) for x (..., in) -> (..., out); ``backend`` already resolved.
 
     ``prefix`` / ``first_out`` / ``mask`` are ``plan``'s tensors on x's device (the Triton path
-    reads the first two there; the reference multiplies by the mask, as nflows does).
+    reads the first two there; the reference multiplies by the mask, as nflows does). With
+    ``dense_when_faster`` (the ``auto`` backend) the blocked backend hands a layer whose strips
+    time no faster than the dense product (``LayerCuts.dense_is_faster``) to that product.
     """
     x, weight, bias = _autocast_inputs(x, weight, bias)
     lead = x.shape[:-1]
     flat = x.reshape(-1, x.shape[-1])
+    if backend == "blocked" and dense_when_faster and not torch.compiler.is_compiling():
+        layer_cuts = masked_strips.cuts(plan.flat_groups, plan.in_features, flat.shape[0], flat)
+        if layer_cuts.dense_is_faster(_needs_grad(flat, weight, bias)):
+            backend = "reference"
     if backend == "reference":
         out = ACTIVATIONS[activation](F.linear(flat, weight * mask, bias))
     else:
-        keep = activation != "none" and _needs_grad(flat, weight, bias)
-        out, _ = _masked_linear_op(
-            flat, weight, bias, prefix, first_out, plan.flat_tiles, activation, keep, backend
+        keep = activation not in ("none", "relu") and _needs_grad(flat, weight, bias)
+        out, _ = _forward(
+            flat,
+            weight,
+            bias,
+            prefix,
+            first_out,
+            mask,
+            plan.flat_groups,
+            activation,
+            keep,
+            backend,
         )
     return out.reshape(*lead, plan.out_features)
+
+
+_ACTIVATIONS_IN_PLACE: dict[str, Callable[[Tensor], Tensor]] = {
+    "none": lambda t: t,
+    "relu": F.relu_,
+    "gelu": lambda t: t.copy_(F.gelu(t)),
+    "silu": lambda t: F.silu(t, inplace=True),
+    "tanh": torch.tanh_,
+    "elu": F.elu_,
+}
 
 
 def masked_linear_level(
@@ -373,21 +430,34 @@ def masked_linear_level(
     prefix: Tensor,
     activation: str = "none",
     backend: str = "blocked",
+    out: Optional[Tensor] = None,
 ) -> Tensor:
     """Only the outputs at ``level``: act(x[:, :p] W[rows, :p]^T + b[rows]) -> (M, len(rows)).
 
     ``x_prefix`` (M, >= p) holds at least the inputs those outputs read (p = their prefix), which
     is all that cached stepping has computed so far. Differentiable on every backend (the Triton
-    launch is used only when no gradient is needed).
+    launch is used only when no gradient is needed). ``out`` (M, len(rows)), a view into the
+    stepping cache, receives the result (computed in it, without a copy, on the CPU paths when
+    no gradient is needed) and is returned.
     """
-    start, end = plan.level_rows(level)
+    start, end, needed = plan.level_group(level)
     if end == start:
-        return x_prefix.new_zeros(x_prefix.shape[0], 0)
-    needed = int(plan.prefix[end - 1])
+        return x_prefix.new_zeros(x_prefix.shape[0], 0) if out is None else out
     x_prefix, weight, bias = _autocast_inputs(x_prefix, weight, bias)
-    if backend == "triton" and not _needs_grad(x_prefix, weight, bias):
+    no_grad = not _needs_grad(x_prefix, weight, bias)
+    if out is not None and no_grad and backend != "triton" and out.dtype == x_prefix.dtype:
+        out.addmm_(x_prefix[:, :needed], weight[start:end, :needed].t(), beta=0)
+        if bias is not None:
+            out.add_(bias[start:end])
+        return _ACTIVATIONS_IN_PLACE[activation](out)
+    if backend == "triton" and no_grad:
         padded = F.pad(x_prefix[:, :needed], (0, plan.in_features - needed))
-        return _masked_linear_rows_op(padded, weight, bias, prefix, start, end - start, activation)
-    rows_bias = None if bias is None else bias[start:end]
-    linear = F.linear(x_prefix[:, :needed], weight[start:end, :needed], rows_bias)
-    return ACTIVATIONS[activation](linear)
+        result = _masked_linear_rows_op(
+            padded, weight, bias, prefix, start, end - start, activation
+        )
+    else:
+        rows_bias = None if bias is None else bias[start:end]
+        result = ACTIVATIONS[activation](
+            F.linear(x_prefix[:, :needed], weight[start:end, :needed], rows_bias)
+        )
+    return result if out is None else out.copy_(result)

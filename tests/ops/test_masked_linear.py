@@ -117,3 +117,69 @@ def test_triton_level_slice_launch():
             start, end = layer.plan.level_rows(level)
             sliced = layer.forward_level(x[:, : int(layer.plan.prefix[end - 1])], level)
             assert_close_scaled(sliced, full[:, start:end], 1e-12, f"level {level}")
+
+
+def _values_and_grads(layer, x, seed):
+    out = layer(x)
+    grads = torch.autograd.grad((out * seed).sum(), [x, layer.weight, layer.bias])
+    return [out.detach(), *grads]
+
+
+@pytest.mark.parametrize("count", ["1", "2", "3", "1000"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_every_strip_count_matches_the_reference(monkeypatch, count, dtype):
+    """ENERGYFLOW_MASKED_STRIPS fixes the cut: one strip (dense) to one per group, on uneven
+    levels (a level without inputs, inputs nobody reads) with garbage in the masked entries."""
+    monkeypatch.setenv("ENERGYFLOW_MASKED_STRIPS", count)
+    for strict in (True, False):
+        layer = BlockMaskedLinear(
+            levels([3, 0, 17, 1, 20, 2]), levels([5, 2, 19, 1, 11, 4]), strict=strict,
+            activation="relu", backend="blocked",
+        ).to(dtype)  # fmt: skip
+        with torch.no_grad():
+            layer.weight += 3.0 * (~layer.mask)
+        x = torch.randn(257, layer.in_features, dtype=dtype, requires_grad=True)
+        seed = torch.randn(257, layer.out_features, dtype=dtype)
+        got = _values_and_grads(layer, x, seed)
+        layer.backend = "reference"
+        want = _values_and_grads(layer, x, seed)
+        rtol = 1e-12 if dtype == torch.float64 else 1e-5
+        for name, g, w in zip(["out", "x", "weight", "bias"], got, want):
+            assert_close_scaled(g, w, rtol, f"{count} strips {name}")
+        assert (got[2][~layer.mask] == 0).all(), "masked weights got gradient"
+
+
+def test_strip_cuts_are_timed_once_per_shape_and_batch_bucket():
+    from energyflow.ops import masked_strips
+
+    layer = BlockMaskedLinear(levels([16] * 8), levels([16] * 8), strict=False, activation="relu")
+    groups = layer.plan.flat_groups
+    x = torch.randn(300, 128)  # bucket 512: 512 x 128 x 128 multiply-adds, above TIMED_MIN_WORK
+    first = masked_strips.cuts(groups, 128, 300, x)
+    assert masked_strips.cuts(groups, 128, 400, x) is first  # the same bucket: no new timing
+    assert all(t > 0 for t in first.seconds + first.dense_seconds)
+    assert min(first.seconds[i] <= first.dense_seconds[i] for i in range(3))
+    for strips in (first.forward, first.grad_weight):
+        assert [(s, e) for s, e, _ in strips] == sorted((s, e) for s, e, _ in strips)
+    small = masked_strips.cuts(groups, 128, 4, x)  # too little work to time: one dense strip
+    assert small.forward == ((0, 128, 128),) and small.dense_is_faster(True)
+    out = layer(x)
+    assert_close_scaled(out, torch.relu(x @ (layer.weight * layer.mask).t() + layer.bias), 1e-5)
+
+
+def test_auto_hands_dense_layers_to_the_dense_product(monkeypatch):
+    """Where the strips timed no faster, auto runs torch's dense masked product (the same
+    autograd graph as the reference); where they were faster, the strips."""
+    from energyflow.ops import masked_strips
+
+    layer = BlockMaskedLinear(levels([2, 3]), levels([4, 5]), strict=True, activation="relu")
+    x = torch.randn(6, 5, requires_grad=True)
+    for dense, node in ((True, "Relu"), (False, "MaskedLinear")):
+        cuts = masked_strips.LayerCuts(
+            *(((0, 9, 5),),) * 3, seconds=(1.0,) * 3, dense_seconds=(0.0 if dense else 2.0,) * 3
+        )
+        monkeypatch.setattr(masked_strips, "cuts", lambda *args, cuts=cuts: cuts)
+        out = layer(x)
+        assert node in type(out.grad_fn.next_functions[0][0]).__name__  # under the reshape
+        want = torch.relu(x @ (layer.weight * layer.mask).t() + layer.bias)
+        assert_close_scaled(out, want, 1e-6, f"dense={dense}")
