@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "masked_step.h"
 #include "row_stats_kernel_variants.h"
 
 namespace {
@@ -173,7 +174,9 @@ std::vector<at::Tensor> energy_score_direct(const at::Tensor& samples, const at:
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "energyflow CPU kernels (pairwise energy row statistics, small-m energy score)";
+  m.doc() =
+      "energyflow CPU kernels (pairwise energy row statistics, small-m energy score, cached "
+      "masked steps)";
   m.def("kernel_variant", [] { return energyflow_cpu::use_avx2_fma() ? "avx2" : "generic"; },
         "the compiled variant of the kernels that runs here: 'avx2' (AVX2 + FMA) or 'generic'");
   m.def("row_stats", &row_stats,
@@ -193,6 +196,19 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "row_stats(x, x, b, beta, exclude_diag=True, want_grad=True) from one pass over the "
         "pairs j > i (each pair's power once, its terms added to both ends)",
         py::arg("x"), py::arg("b"), py::arg("beta"), py::arg("method") = "gemm",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("masked_step", &energyflow_cpu::masked_step,
+        "one cached sampling step of a semi-autoregressive network: for each layer l, "
+        "buffers[l+1][:, start:end] = act(buffers[l][:, :needed] W[start:end, :needed]^T + "
+        "b[start:end]) (+ the residual), (start, end, needed) = table[3l:3l+3]; in place",
+        py::arg("buffers"), py::arg("weights"), py::arg("biases"), py::arg("table"),
+        py::arg("activations"), py::arg("residual"), py::call_guard<py::gil_scoped_release>());
+  m.def("masked_generate", &energyflow_cpu::masked_generate,
+        "all K cached steps of a generator, rows in tiles (see masked_step); before step k the "
+        "last layer's outputs [feedback[3k], feedback[3k+1]) go to input columns from "
+        "feedback[3k+2]; false (nothing computed) unless every slice takes the skinny kernel",
+        py::arg("buffers"), py::arg("weights"), py::arg("biases"), py::arg("tables"),
+        py::arg("feedback"), py::arg("activations"), py::arg("residual"), py::arg("tile_rows"),
         py::call_guard<py::gil_scoped_release>());
   m.def("energy_score_direct", &energy_score_direct,
         "per-target energy scores of samples (B,m,D) against target (B,D) from all pairs, and "

@@ -19,6 +19,8 @@ from energyflow.ops import dispatch
 from energyflow.ops.mask_plan import Levels, MaskPlan, split_sizes
 from energyflow.ops.masked_linear import ACTIVATIONS, masked_linear, masked_linear_level
 
+GENERATE_TILE_ROWS = 64  # rows that run all K steps together in the C++ generate
+
 
 class BlockMaskedLinear(nn.Module):
     """y = act(x (W * M)^T + b) with M[o, i] = [in_level_i < out_level_o] (strict) or ``<=``.
@@ -66,7 +68,7 @@ class BlockMaskedLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(self.plan.out_features)) if bias else None
         self.register_buffer("prefix", self.plan.prefix.clone(), persistent=False)
         self.register_buffer("first_out", self.plan.first_out.clone(), persistent=False)
-        self.register_buffer("mask", self.plan.mask(torch.bool), persistent=False)
+        self.register_buffer("mask", self.plan.mask(), persistent=False)
         self.reset_parameters()
 
     @property
@@ -308,6 +310,21 @@ class SemiAutoregressiveMLP(nn.Module):
             )
         )
         self.layers = nn.ModuleList(layers)
+        # what each cached step computes in each layer: its level's (start, end, prefix)
+        groups = [
+            [layer.plan.level_group(2 * k) for layer in layers] for k in range(1, k_blocks + 1)
+        ]
+        self._step_tables = [[bound for group in step for bound in group] for step in groups]
+        self._step_widths = [[end - start for start, end, _ in step] for step in groups]
+        self._step_activations = [layer.activation for layer in layers]
+        self._step_residual = [self._is_residual(index) for index in range(len(layers))]
+        # before step k, output block k - 1 (the last layer's rows of level 2k - 2) goes to the
+        # input columns of data block k - 1 (level 2k - 2)
+        self._generate_feedback = [0, 0, 0]
+        for k in range(2, k_blocks + 1):
+            start, end, _ = layers[-1].plan.level_group(2 * k - 2)
+            column = int(torch.searchsorted(torch.tensor(in_levels), 2 * k - 2))
+            self._generate_feedback += [start, end, column]
 
     def _is_residual(self, index: int) -> bool:
         layer = self.layers[index]
@@ -390,6 +407,14 @@ class SemiAutoregressiveMLP(nn.Module):
         elif x_prev is not None:
             raise ValueError("x_prev must be None at the first step (block 1 reads no data)")
         inputs.append(state.noise[k - 1])
+        if self._native_step(state):
+            widths = self._step_widths[k - 1]
+            new = [cache.reserve(width) for cache, width in zip(state.caches[1:], widths)][-1]
+            cpp = dispatch.cpp_module()
+            cpp.masked_step(*self._step_arguments(state), self._step_tables[k - 1],
+                            self._step_activations, self._step_residual)  # fmt: skip
+            state.next_block = k + 1
+            return new.reshape(*state.lead, -1)
         below = inputs.prefix()
         for index, layer in enumerate(self.layers):
             cache = state.caches[index + 1]
@@ -403,6 +428,55 @@ class SemiAutoregressiveMLP(nn.Module):
             below = cache.prefix()
         state.next_block = k + 1
         return new.reshape(*state.lead, -1)
+
+    def _native_step(self, state: SteppingState) -> bool:
+        """Whether the C++ extension runs the steps: no autograd (the caches are buffers), CPU
+        tensors of the weights' dtype outside autocast, and no Triton layer."""
+        inputs = state.caches[0].buffer
+        return (
+            inputs is not None
+            and all(cache.buffer is not None for cache in state.caches)
+            and inputs.device.type == "cpu"
+            and inputs.dtype == self.layers[0].weight.dtype
+            and not torch.is_autocast_enabled("cpu")
+            and dispatch.cpp_available()
+            and all(layer.backend != "triton" for layer in self.layers)
+        )
+
+    def _generate_native(
+        self, state: SteppingState, z: Optional[Tensor], context: Optional[Tensor]
+    ) -> Optional[Tensor]:
+        """All K steps in the C++ extension, rows in tiles of ``GENERATE_TILE_ROWS`` that each
+        run every step while their activations stay in cache: the input buffer holds the
+        context and all noise from the start (a step reads only the noise of its block and
+        before), and each output block is copied to its data columns before the next step.
+        None where the extension's row kernel cannot take every level slice (fp32, AVX2, at
+        most 16 units a level, relu or no activation): full-batch steps are faster there."""
+        rows = state.caches[0].buffer.shape[0]
+        like = state.caches[0].buffer
+        parts = [
+            context.reshape(rows, -1).to(like) if context is not None else like.new_empty(rows, 0),
+            like.new_zeros(rows, self.features),
+            z.reshape(rows, -1).to(like) if z is not None else like.new_empty(rows, 0),
+        ]
+        inputs = torch.cat(parts, dim=-1).index_select(-1, self.input_order)
+        buffers, weights, biases = self._step_arguments(state)
+        buffers[0] = inputs
+        tables = [bound for table in self._step_tables for bound in table]
+        done = dispatch.cpp_module().masked_generate(
+            buffers, weights, biases, tables, self._generate_feedback, self._step_activations,
+            self._step_residual, GENERATE_TILE_ROWS,
+        )  # fmt: skip
+        return buffers[-1].reshape(*state.lead, self.features) if done else None
+
+    def _step_arguments(self, state: SteppingState) -> tuple[list, list, list]:
+        buffers = [cache.buffer for cache in state.caches]
+        weights = [layer.weight.detach() for layer in self.layers]
+        biases = [
+            layer.weight.new_empty(0) if layer.bias is None else layer.bias.detach()
+            for layer in self.layers
+        ]
+        return buffers, weights, biases
 
     def generate(
         self,
@@ -432,6 +506,10 @@ class SemiAutoregressiveMLP(nn.Module):
         if feedback is None and self.out_multiplier != 1:
             raise ValueError("generate needs feedback= when out_multiplier > 1")
         state = self.start(z, context, batch_shape=batch_shape)
+        if feedback is None and self._native_step(state):
+            generated = self._generate_native(state, z, context)
+            if generated is not None:
+                return generated
         blocks: list[Tensor] = []
         for k in range(self.blocks):
             out = self.step(state, blocks[-1] if blocks else None)

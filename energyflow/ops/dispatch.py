@@ -120,6 +120,11 @@ def backends() -> dict[str, str]:
     return {"reference": "available", "cpp": _load_cpp()[1], "triton": _triton_status()}
 
 
+def cpp_available() -> bool:
+    """Whether the compiled extension loaded (cheap: the import result is kept)."""
+    return _load_cpp()[0] is not None
+
+
 def cpp_module() -> ModuleType:
     """The compiled extension ``energyflow._C``, or a ValueError saying why it is missing."""
     module, why = _load_cpp()

@@ -21,6 +21,7 @@ agree to rounding; the masked weight entries always get a zero gradient.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -71,7 +72,7 @@ def _blocked_forward(
     groups: list[int], activation: str, keep_preactivation: bool,
 ) -> tuple[Tensor, Optional[Tensor]]:  # fmt: skip
     cut = masked_strips.cuts(groups, weight.shape[1], x.shape[0], x).forward
-    z = masked_strips.forward(x, weight.where(mask, 0), bias, cut)  # strips read masked entries
+    z = masked_strips.forward(x, weight * mask, bias, cut)  # strips read masked entries
     if activation == "none":
         return z, None
     if activation == "relu":  # in place: the backward reads the output, as torch's relu does
@@ -83,7 +84,7 @@ def _blocked_grad_input(
     grad_z: Tensor, weight: Tensor, first_out: Tensor, mask: Tensor, groups: list[int]
 ) -> Tensor:
     cut = masked_strips.cuts(groups, weight.shape[1], grad_z.shape[0], grad_z).grad_input
-    return masked_strips.grad_input(grad_z, weight.where(mask, 0), cut)
+    return masked_strips.grad_input(grad_z, weight * mask, cut)
 
 
 def _blocked_grad_weight(
@@ -364,6 +365,85 @@ def _autocast_inputs(
     return x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
 
 
+# ---- auto on the CPU: the strips only where the whole layer runs faster with them ------------
+STRIPS_MIN_GAIN = 1.05  # the dense product's time over the strips' needed to run the strips
+_DENSE_FASTER: dict[tuple, bool] = {}
+
+
+def _dense_is_faster(
+    plan: MaskPlan, x: Tensor, has_bias: bool, activation: str, with_gradients: bool
+) -> bool:
+    """Whether torch's dense masked product (``F.linear(x, W * mask, b)``, as nflows / zuko)
+    runs this layer at least about as fast as the blocked strips: the forward pass (and the
+    backward if ``with_gradients``) of both, timed in turn on the whole layer the first time a
+    shape, batch bucket, dtype and thread count is met. Timed alone, a strip pass runs with its
+    operands in cache and often looks faster than it is inside a network."""
+    rows = x.shape[0]
+    layer_cuts = masked_strips.cuts(plan.flat_groups, plan.in_features, rows, x)
+    if layer_cuts.dense(with_gradients):
+        return True
+    if masked_strips.fixed_count() is not None:
+        return False
+    bucket = masked_strips.batch_bucket(rows)
+    key = (tuple(plan.flat_groups), plan.in_features, bucket, x.dtype, x.device.type,
+           torch.get_num_threads(), has_bias, activation, with_gradients)  # fmt: skip
+    if key not in _DENSE_FASTER:
+        timed_rows = min(bucket, 2 * masked_strips.TIMED_MAX_ROWS)
+        _DENSE_FASTER[key] = _time_dense_and_strips(
+            plan, timed_rows, x, has_bias, activation, with_gradients
+        )
+    return _DENSE_FASTER[key]
+
+
+def _time_dense_and_strips(
+    plan: MaskPlan, rows: int, like: Tensor, has_bias: bool, activation: str, with_gradients: bool
+) -> bool:
+    generator = torch.Generator(device=like.device).manual_seed(0)
+    options = dict(dtype=like.dtype, device=like.device)
+    mask = plan.mask(like.dtype).to(like.device)
+    tensors = dict(
+        x=torch.randn(rows, plan.in_features, generator=generator, **options),
+        weight=torch.randn(plan.out_features, plan.in_features, generator=generator, **options),
+        bias=torch.randn(plan.out_features, generator=generator, **options) if has_bias else None,
+    )
+    for tensor in tensors.values():
+        if tensor is not None:
+            tensor.requires_grad_(with_gradients)
+    seed = torch.randn(rows, plan.out_features, generator=generator, **options)
+    prefix, first_out = plan.prefix.to(like.device), plan.first_out.to(like.device)
+    keep = activation not in ("none", "relu") and with_gradients
+
+    def dense() -> Tensor:
+        x, weight, bias = tensors.values()
+        return ACTIVATIONS[activation](F.linear(x, weight * mask, bias))
+
+    def strips() -> Tensor:
+        args = (prefix, first_out, mask, plan.flat_groups, activation, keep, "blocked")
+        return _forward(*tensors.values(), *args)[0]
+
+    def run(layer: Callable[[], Tensor]) -> float:
+        sync = torch.cuda.synchronize if like.device.type == "cuda" else (lambda: None)
+        sync()
+        start = time.perf_counter()
+        with torch.set_grad_enabled(with_gradients):
+            out = layer()
+            if with_gradients:
+                torch.autograd.grad(
+                    (out * seed).sum(), [t for t in tensors.values() if t is not None]
+                )
+        sync()
+        return time.perf_counter() - start
+
+    times: dict[Callable, list[float]] = {dense: [], strips: []}
+    for round_ in range(masked_strips.TIMING_REPEATS + 1):  # in turn, the first a warm-up
+        for layer, kept in times.items():
+            seconds = run(layer)
+            if round_:
+                kept.append(seconds)
+    dense_time, strips_time = (sorted(kept)[len(kept) // 2] for kept in times.values())
+    return dense_time < STRIPS_MIN_GAIN * strips_time
+
+
 def masked_linear(
     x: Tensor,
     weight: Tensor,
@@ -385,11 +465,13 @@ def masked_linear(
     time no faster than the dense product (``LayerCuts.dense_is_faster``) to that product.
     """
     x, weight, bias = _autocast_inputs(x, weight, bias)
+    mask = mask.to(weight.dtype)  # a no-op but under autocast
     lead = x.shape[:-1]
     flat = x.reshape(-1, x.shape[-1])
     if backend == "blocked" and dense_when_faster and not torch.compiler.is_compiling():
-        layer_cuts = masked_strips.cuts(plan.flat_groups, plan.in_features, flat.shape[0], flat)
-        if layer_cuts.dense_is_faster(_needs_grad(flat, weight, bias)):
+        if _dense_is_faster(
+            plan, flat, bias is not None, activation, _needs_grad(flat, weight, bias)
+        ):
             backend = "reference"
     if backend == "reference":
         out = ACTIVATIONS[activation](F.linear(flat, weight * mask, bias))

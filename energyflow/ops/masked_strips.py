@@ -16,8 +16,9 @@ shapes, the batch, the machine and its threads, so ``strips`` times the candidat
 pass the first time it meets a layer shape, batch bucket, dtype and thread count, and keeps the
 fastest for the process (``ENERGYFLOW_MASKED_STRIPS=G`` fixes G strips instead, for every pass).
 Work too small to time well (``TIMED_MIN_WORK``) takes the dense cut: there a single GEMM wins.
-``LayerCuts.dense_is_faster`` tells the ``auto`` backend when torch's own dense masked product
-(one ``F.linear``, as nflows / zuko compute it) beats the strips with their per-pass overhead.
+Timed alone, a pass runs with its operands in cache; whether the strips also win inside a network,
+with the layer's other costs, the ``auto`` backend measures on the whole layer
+(``ops.masked_linear``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ CANDIDATE_COUNTS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 TIMED_MIN_WORK = 1 << 22  # batch x in x out multiply-adds below which the dense cut is taken
 TIMED_MAX_ROWS = 1024  # candidates are timed on at most this many batch rows
 TIMING_REPEATS = 5
-PASS_OVERHEAD_S = 50e-6  # the strips' extra Python cost per pass over torch's dense ops
 
 _CHOSEN: dict[tuple, "LayerCuts"] = {}
 
@@ -92,7 +92,27 @@ def cut(kind: str, groups: list[tuple[int, int, int]], count: int) -> tuple[Stri
     )
 
 
-def _fixed_count() -> Optional[int]:
+@dataclass(frozen=True)
+class LayerCuts:
+    """The cut of each pass (``Strip`` tuples) for one layer shape and batch bucket."""
+
+    forward: tuple[Strip, ...]
+    grad_input: tuple[Strip, ...]
+    grad_weight: tuple[Strip, ...]
+
+    def dense(self, with_gradients: bool) -> bool:
+        """Whether the forward pass (and both gradients if ``with_gradients``) is one strip."""
+        passes = (self.forward, self.grad_input, self.grad_weight)[: 3 if with_gradients else 1]
+        return all(len(strips) <= 1 for strips in passes)
+
+
+def batch_bucket(rows: int) -> int:
+    """The power of two at or above ``rows``: batches that share a bucket share their cuts."""
+    return 1 << max(rows - 1, 1).bit_length()
+
+
+def fixed_count() -> Optional[int]:
+    """The strip count ``ENERGYFLOW_MASKED_STRIPS`` fixes for every pass, or None."""
     value = os.environ.get("ENERGYFLOW_MASKED_STRIPS")
     if not value:
         return None
@@ -101,41 +121,15 @@ def _fixed_count() -> Optional[int]:
     return int(value)
 
 
-@dataclass(frozen=True)
-class LayerCuts:
-    """The cut of each pass for one layer shape and batch bucket, with what the timing saw.
-
-    Attributes:
-        forward, grad_input, grad_weight: the cuts (``Strip`` tuples).
-        seconds: the chosen cuts' times, per pass (0 where nothing was timed).
-        dense_seconds: the dense cuts' times, per pass.
-    """
-
-    forward: tuple[Strip, ...]
-    grad_input: tuple[Strip, ...]
-    grad_weight: tuple[Strip, ...]
-    seconds: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    dense_seconds: tuple[float, float, float] = (0.0, 0.0, 0.0)
-
-    def dense_is_faster(self, with_gradients: bool) -> bool:
-        """Whether the plain dense masked product (torch's own ops, no per-pass overhead of
-        the strips, ``PASS_OVERHEAD_S``) is at least as fast for the forward pass, and the two
-        gradients too if ``with_gradients``."""
-        passes = 3 if with_gradients else 1
-        strips = sum(self.seconds[:passes]) + PASS_OVERHEAD_S * passes
-        return sum(self.dense_seconds[:passes]) <= strips
-
-
 def cuts(groups: list[int], in_features: int, rows: int, like: Tensor) -> LayerCuts:
     """The cuts for a layer with these flat ``groups`` and ``in_features`` at ``rows`` batch
     rows of ``like``'s dtype and device: ``ENERGYFLOW_MASKED_STRIPS`` if set, dense for small
-    work, else the fastest candidates, timed once per shape, batch bucket (the next power of
-    two), dtype, device and thread count."""
-    fixed = _fixed_count()
+    work, else the fastest candidates, timed once per shape, batch bucket, dtype, device and
+    thread count."""
+    fixed = fixed_count()
     if fixed is not None:
-        triples = out_groups(groups)
-        return LayerCuts(*(cut(kind, triples, fixed) for kind in KINDS), dense_seconds=(1,) * 3)
-    bucket = 1 << max(rows - 1, 1).bit_length()
+        return LayerCuts(*(cut(kind, out_groups(groups), fixed) for kind in KINDS))
+    bucket = batch_bucket(rows)
     key = (tuple(groups), in_features, bucket, like.dtype, like.device.type,
            torch.get_num_threads())  # fmt: skip
     chosen = _CHOSEN.get(key)
@@ -166,7 +160,7 @@ def _fastest(
             return lambda: grad_input(dz, weight, candidate)
         return lambda: grad_weight(dz, x, candidate)
 
-    chosen, times, dense_times = [], [], []
+    chosen = []
     for kind in KINDS:
         counts = [count for count in CANDIDATE_COUNTS if count <= len(groups)]
         candidates = list(dict.fromkeys(cut(kind, groups, count) for count in counts))
@@ -181,11 +175,8 @@ def _fastest(
                 if round_:
                     kept.append(time.perf_counter() - start)
         medians = [sorted(kept)[len(kept) // 2] for kept in samples]
-        best = min(range(len(runs)), key=medians.__getitem__)
-        chosen.append(candidates[best])
-        times.append(medians[best])
-        dense_times.append(medians[0])
-    return LayerCuts(*chosen, seconds=tuple(times), dense_seconds=tuple(dense_times))
+        chosen.append(candidates[min(range(len(runs)), key=medians.__getitem__)])
+    return LayerCuts(*chosen)
 
 
 # ---- the three passes over a cut (the masked weight is given: entries past a prefix are 0) ----

@@ -230,3 +230,34 @@ def test_cached_steps_computed_in_place_equal_the_full_network(activation):
     assert kept.requires_grad and torch.equal(fast, kept.detach())
     with torch.no_grad():
         assert_close_scaled(net(fast, z, c), fast, 1e-12, activation)
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+@pytest.mark.parametrize("residual", [False, True])
+def test_the_extensions_generate_and_steps_equal_the_python_steps(
+    monkeypatch, activation, residual
+):
+    """fp32 on the C++ extension: relu networks with at most 16 units a level run all steps in
+    row tiles (131 rows: tiles of 64, 64 and 3, an odd row pair), others a call per step; both
+    equal the same steps in Python, and the generated samples are a fixed point of the network.
+    Uneven levels: prefixes that are not multiples of 8, levels of 1 to 11 units."""
+    from energyflow.ops import dispatch
+
+    if not dispatch.cpp_available():
+        pytest.skip("the C++ extension is not built")
+    torch.manual_seed(3)
+    net = SemiAutoregressiveMLP(
+        13, [1, 5, 2, 4, 1], noise_features=9, context_features=3, hidden_features=(37, 37),
+        activation=activation, residual=residual,
+    )  # fmt: skip
+    z, c = torch.randn(131, 9), torch.randn(131, 3)
+    with torch.no_grad():
+        native = net.generate(z, c)
+        stepped = [net.step(state := net.start(z, c))]
+        for _ in range(net.blocks - 1):
+            stepped.append(net.step(state, stepped[-1]))
+        monkeypatch.setattr(dispatch, "cpp_available", lambda: False)
+        python = net.generate(z, c)
+        assert_close_scaled(native, python, 1e-5, "native generate")
+        assert_close_scaled(torch.cat(stepped, -1), python, 1e-5, "native steps")
+        assert_close_scaled(net(native, z, c), native, 1e-5, "fixed point")

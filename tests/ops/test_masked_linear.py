@@ -137,7 +137,7 @@ def test_every_strip_count_matches_the_reference(monkeypatch, count, dtype):
             activation="relu", backend="blocked",
         ).to(dtype)  # fmt: skip
         with torch.no_grad():
-            layer.weight += 3.0 * (~layer.mask)
+            layer.weight += 3.0 * (1 - layer.mask)
         x = torch.randn(257, layer.in_features, dtype=dtype, requires_grad=True)
         seed = torch.randn(257, layer.out_features, dtype=dtype)
         got = _values_and_grads(layer, x, seed)
@@ -146,7 +146,7 @@ def test_every_strip_count_matches_the_reference(monkeypatch, count, dtype):
         rtol = 1e-12 if dtype == torch.float64 else 1e-5
         for name, g, w in zip(["out", "x", "weight", "bias"], got, want):
             assert_close_scaled(g, w, rtol, f"{count} strips {name}")
-        assert (got[2][~layer.mask] == 0).all(), "masked weights got gradient"
+        assert (got[2][layer.mask == 0] == 0).all(), "masked weights got gradient"
 
 
 def test_strip_cuts_are_timed_once_per_shape_and_batch_bucket():
@@ -157,29 +157,45 @@ def test_strip_cuts_are_timed_once_per_shape_and_batch_bucket():
     x = torch.randn(300, 128)  # bucket 512: 512 x 128 x 128 multiply-adds, above TIMED_MIN_WORK
     first = masked_strips.cuts(groups, 128, 300, x)
     assert masked_strips.cuts(groups, 128, 400, x) is first  # the same bucket: no new timing
-    assert all(t > 0 for t in first.seconds + first.dense_seconds)
-    assert min(first.seconds[i] <= first.dense_seconds[i] for i in range(3))
-    for strips in (first.forward, first.grad_weight):
-        assert [(s, e) for s, e, _ in strips] == sorted((s, e) for s, e, _ in strips)
+    for strips in (first.forward, first.grad_weight):  # rows in order, all of them
+        assert [row for s, e, _ in strips for row in range(s, e)] == list(range(128))
     small = masked_strips.cuts(groups, 128, 4, x)  # too little work to time: one dense strip
-    assert small.forward == ((0, 128, 128),) and small.dense_is_faster(True)
+    assert small.forward == ((0, 128, 128),) and small.dense(with_gradients=True)
     out = layer(x)
     assert_close_scaled(out, torch.relu(x @ (layer.weight * layer.mask).t() + layer.bias), 1e-5)
 
 
-def test_auto_hands_dense_layers_to_the_dense_product(monkeypatch):
-    """Where the strips timed no faster, auto runs torch's dense masked product (the same
-    autograd graph as the reference); where they were faster, the strips."""
-    from energyflow.ops import masked_strips
+def test_auto_runs_the_strips_only_where_the_whole_layer_is_faster(monkeypatch):
+    """auto times the dense masked product against the strips on the whole layer, once per
+    shape: where the dense one wins it runs (the reference's autograd graph), else the strips."""
+    from energyflow.ops import masked_linear, masked_strips
 
     layer = BlockMaskedLinear(levels([2, 3]), levels([4, 5]), strict=True, activation="relu")
     x = torch.randn(6, 5, requires_grad=True)
+    two_strips = masked_strips.LayerCuts(((0, 4, 2), (4, 9, 5)), ((0, 2, 4), (2, 5, 9)),
+                                         ((0, 4, 2), (4, 9, 5)))  # fmt: skip
+    monkeypatch.setattr(masked_strips, "cuts", lambda *args: two_strips)
+    timings = []
     for dense, node in ((True, "Relu"), (False, "MaskedLinear")):
-        cuts = masked_strips.LayerCuts(
-            *(((0, 9, 5),),) * 3, seconds=(1.0,) * 3, dense_seconds=(0.0 if dense else 2.0,) * 3
-        )
-        monkeypatch.setattr(masked_strips, "cuts", lambda *args, cuts=cuts: cuts)
+        monkeypatch.setattr(masked_linear, "_DENSE_FASTER", {})
+        monkeypatch.setattr(
+            masked_linear, "_time_dense_and_strips",
+            lambda *args, dense=dense: timings.append(args) or dense,
+        )  # fmt: skip
         out = layer(x)
+        layer(x)  # the decision is kept: no second timing
         assert node in type(out.grad_fn.next_functions[0][0]).__name__  # under the reshape
         want = torch.relu(x @ (layer.weight * layer.mask).t() + layer.bias)
         assert_close_scaled(out, want, 1e-6, f"dense={dense}")
+    assert len(timings) == 2
+
+
+def test_the_whole_layer_timing_runs_both_paths():
+    from energyflow.ops import masked_linear
+
+    plan = BlockMaskedLinear(levels([8] * 4), levels([8] * 4), strict=False).plan
+    for with_gradients in (False, True):
+        verdict = masked_linear._time_dense_and_strips(
+            plan, 64, torch.empty(0), True, "gelu", with_gradients
+        )
+        assert isinstance(verdict, bool)
