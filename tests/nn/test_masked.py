@@ -234,20 +234,23 @@ def test_cached_steps_computed_in_place_equal_the_full_network(activation):
 
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 @pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("hidden", [37, 93])
 def test_the_extensions_generate_and_steps_equal_the_python_steps(
-    monkeypatch, activation, residual
+    monkeypatch, activation, residual, hidden
 ):
     """fp32 on the C++ extension: relu networks with at most 16 units a level run all steps in
-    row tiles (131 rows: tiles of 64, 64 and 3, an odd row pair), others a call per step; both
-    equal the same steps in Python, and the generated samples are a fixed point of the network.
-    Uneven levels: prefixes that are not multiples of 8, levels of 1 to 11 units."""
+    row tiles (131 rows: tiles of 64, 64 and 3, an odd row pair), others a call per step (the
+    row kernel for narrow slices, addmm for wider ones); both equal the same steps in Python,
+    and the generated samples are a fixed point of the network. Uneven levels: prefixes that
+    are not multiples of 8, levels of 1 to 11 units and of 18 and 19."""
     from energyflow.ops import dispatch
 
     if not dispatch.cpp_available():
         pytest.skip("the C++ extension is not built")
     torch.manual_seed(3)
     net = SemiAutoregressiveMLP(
-        13, [1, 5, 2, 4, 1], noise_features=9, context_features=3, hidden_features=(37, 37),
+        13, [1, 5, 2, 4, 1], noise_features=9, context_features=3,
+        hidden_features=(hidden, hidden),
         activation=activation, residual=residual,
     )  # fmt: skip
     z, c = torch.randn(131, 9), torch.randn(131, 3)
