@@ -10,6 +10,7 @@ set (fp64), the loss curve written by rank 0 and a checkpoint at OUT.pt.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import torch
@@ -88,3 +89,9 @@ def training(out: str) -> None:
 if __name__ == "__main__":
     {"loss": losses, "fit": training}[sys.argv[1]](sys.argv[2])
     distributed.finish()
+    # gloo still aborts now and then in interpreter teardown after the group is destroyed
+    # ("terminate called without an active exception", rank 1, about 1 run in 20 on CI): the
+    # results are written and the group is closed, so leave without the teardown
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
