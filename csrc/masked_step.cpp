@@ -23,8 +23,6 @@ namespace {
 constexpr int64_t kSkinnyMaxColumns = 16;
 
 #ifdef EF_HAVE_SKINNY
-// out[m, j] = b[j] + sum_i x[m, i] w[j, i] for j < N, i < p, rows [m0, m1); relu if asked.
-// Rows go in pairs, so each weight vector loaded serves two rows (R * N + R + 1 <= 16 ymm).
 // The sums of four vectors' lanes, in one: (sum a, sum b, sum c, sum d).
 __attribute__((target("avx2,fma"))) inline __m128 horizontal_sums(__m256 a, __m256 b, __m256 c,
                                                                   __m256 d) {
@@ -32,6 +30,8 @@ __attribute__((target("avx2,fma"))) inline __m128 horizontal_sums(__m256 a, __m2
   return _mm_add_ps(_mm256_castps256_ps128(pairs), _mm256_extractf128_ps(pairs, 1));
 }
 
+// out[m + r, j] = b[j] + sum_i x[m + r, i] w[j, i] for r < R, j < N <= 4, i < p; relu if asked.
+// R = 2 rows at a time, so each weight vector loaded serves two rows (R * N + R + 1 <= 16 ymm).
 template <int N, int R>
 __attribute__((target("avx2,fma"))) void skinny_block(const float* x, int64_t ldx,
                                                       const float* w, int64_t ldw, int64_t p,
@@ -53,10 +53,10 @@ __attribute__((target("avx2,fma"))) void skinny_block(const float* x, int64_t ld
   for (int r = 0; r < R; ++r) {
     const float* row = x + (m + r) * ldx;
     float* o = out + (m + r) * ldo;
+    __m256 lanes[4] = {zero, zero, zero, zero};
+    for (int j = 0; j < N; ++j) lanes[j] = acc[r][j];
     alignas(16) float sums[4];
-    _mm_store_ps(sums, horizontal_sums(acc[r][0], N > 1 ? acc[r][N > 1 ? 1 : 0] : zero,
-                                       N > 2 ? acc[r][N > 2 ? 2 : 0] : zero,
-                                       N > 3 ? acc[r][N > 3 ? 3 : 0] : zero));
+    _mm_store_ps(sums, horizontal_sums(lanes[0], lanes[1], lanes[2], lanes[3]));
     for (int j = 0; j < N; ++j) {
       float value = sums[j];
       for (int64_t i = p8; i < p; ++i) value += row[i] * w[j * ldw + i];
@@ -93,19 +93,22 @@ constexpr SkinnyRows kSkinnyRows[8] = {skinny_chunks<1>, skinny_chunks<2>, skinn
                                        skinny_chunks<4>, skinny_chunks<5>, skinny_chunks<6>,
                                        skinny_chunks<7>, skinny_chunks<8>};
 
+// out[m, j] for j < n (any n: in chunks of 8), rows [m0, m1).
+void skinny_columns(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t p,
+                    const float* bias, float* out, int64_t ldo, int64_t n, int64_t m0,
+                    int64_t m1, bool relu) {
+  for (int64_t j0 = 0; j0 < n; j0 += 8) {
+    kSkinnyRows[std::min<int64_t>(8, n - j0) - 1](x, ldx, w + j0 * ldw, ldw, p,
+                                                  bias ? bias + j0 : nullptr, out + j0, ldo, m0,
+                                                  m1, relu);
+  }
+}
+
 void skinny_linear(const at::Tensor& x, const at::Tensor& w, const at::Tensor& bias,
                    at::Tensor& out, bool relu, int64_t m0, int64_t m1) {
-  const int64_t p = w.size(1), n = w.size(0);
-  const float* xp = x.data_ptr<float>();
-  const float* wp = w.data_ptr<float>();
-  const float* bp = bias.numel() ? bias.data_ptr<float>() : nullptr;
-  float* op = out.data_ptr<float>();
-  const int64_t ldx = x.stride(0), ldw = w.stride(0), ldo = out.stride(0);
-  for (int64_t j0 = 0; j0 < n; j0 += 8) {
-    const int64_t width = std::min<int64_t>(8, n - j0);
-    kSkinnyRows[width - 1](xp, ldx, wp + j0 * ldw, ldw, p, bp ? bp + j0 : nullptr, op + j0, ldo,
-                           m0, m1, relu);
-  }
+  skinny_columns(x.data_ptr<float>(), x.stride(0), w.data_ptr<float>(), w.stride(0), w.size(1),
+                 bias.numel() ? bias.data_ptr<float>() : nullptr, out.data_ptr<float>(),
+                 out.stride(0), w.size(0), m0, m1, relu);
 }
 #endif
 
@@ -154,8 +157,8 @@ void layer_slice(const at::Tensor& x, const at::Tensor& weight_all, const at::Te
 }
 
 void check_layers(const std::vector<at::Tensor>& buffers, const std::vector<at::Tensor>& weights,
-                  const std::vector<at::Tensor>& biases, const std::vector<std::string>& activations,
-                  const std::vector<bool>& residual) {
+                  const std::vector<at::Tensor>& biases,
+                  const std::vector<std::string>& activations, const std::vector<bool>& residual) {
   const size_t layers = weights.size();
   TORCH_CHECK(buffers.size() == layers + 1 && biases.size() == layers &&
                   activations.size() == layers && residual.size() == layers,
@@ -234,12 +237,9 @@ void raw_tile(const std::vector<RawLayer>& layers, const std::vector<int64_t>& t
       const RawLayer& layer = layers[l];
       const int64_t* table = &tables[3 * (k * count + l)];
       const int64_t start = table[0], end = table[1], needed = table[2];
-      for (int64_t j0 = start; j0 < end; j0 += 8) {
-        const int64_t width = std::min<int64_t>(8, end - j0);
-        kSkinnyRows[width - 1](layer.x, layer.ldx, layer.w + j0 * layer.ldw, layer.ldw, needed,
-                               layer.b ? layer.b + j0 : nullptr, layer.out + j0, layer.ldo, m0,
-                               m1, layer.relu);
-      }
+      skinny_columns(layer.x, layer.ldx, layer.w + start * layer.ldw, layer.ldw, needed,
+                     layer.b ? layer.b + start : nullptr, layer.out + start, layer.ldo,
+                     end - start, m0, m1, layer.relu);
       if (layer.residual) {
         for (int64_t m = m0; m < m1; ++m) {
           for (int64_t j = start; j < end; ++j) {

@@ -361,11 +361,15 @@ class SemiAutoregressiveMLP(nn.Module):
         self._check("x", x, self.features, None)
         self._check("z", z, self.noise_features, x.shape[:-1])
         self._check("context", context, self.context_features, x.shape[:-1])
-        parts = [t for t in (context, x, z) if t is not None and t.shape[-1] > 0]
-        h = torch.cat(parts, dim=-1).index_select(-1, self.input_order)
+        h = self._level_ordered(x, z, context)
         for index, layer in enumerate(self.layers):
             h = h + layer(h) if self._is_residual(index) else layer(h)
         return h
+
+    def _level_ordered(self, x: Tensor, z: Optional[Tensor], context: Optional[Tensor]) -> Tensor:
+        """The inputs (..., context + features + noise) in the first layer's level order."""
+        parts = [t for t in (context, x, z) if t is not None and t.shape[-1] > 0]
+        return torch.cat(parts, dim=-1).index_select(-1, self.input_order)
 
     def start(
         self, z: Optional[Tensor] = None, context: Optional[Tensor] = None, *, batch_shape=None
@@ -452,14 +456,13 @@ class SemiAutoregressiveMLP(nn.Module):
         before), and each output block is copied to its data columns before the next step.
         None where the extension's row kernel cannot take every level slice (fp32, AVX2, at
         most 16 units a level, relu or no activation): full-batch steps are faster there."""
-        rows = state.caches[0].buffer.shape[0]
         like = state.caches[0].buffer
-        parts = [
-            context.reshape(rows, -1).to(like) if context is not None else like.new_empty(rows, 0),
+        rows = like.shape[0]
+        inputs = self._level_ordered(
             like.new_zeros(rows, self.features),
-            z.reshape(rows, -1).to(like) if z is not None else like.new_empty(rows, 0),
-        ]
-        inputs = torch.cat(parts, dim=-1).index_select(-1, self.input_order)
+            None if z is None else z.reshape(rows, -1).to(like),
+            None if context is None else context.reshape(rows, -1).to(like),
+        )
         buffers, weights, biases = self._step_arguments(state)
         buffers[0] = inputs
         tables = [bound for table in self._step_tables for bound in table]

@@ -21,7 +21,6 @@ agree to rounding; the masked weight entries always get a zero gradient.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -182,43 +181,17 @@ def _grad_weight_impl(
     return MASKED_LINEAR[backend].grad_weight(grad_z, x, prefix, mask, groups)
 
 
-_forward_op = torch.library.custom_op("energyflow::masked_linear", mutates_args=())(_forward_impl)
-_grad_input_op = torch.library.custom_op("energyflow::masked_linear_grad_input", mutates_args=())(
-    _grad_input_impl
-)
-_grad_weight_op = torch.library.custom_op("energyflow::masked_linear_grad_weight", mutates_args=())(
-    _grad_weight_impl
-)
-
-
-@_forward_op.register_fake
 def _forward_fake(x, weight, bias, prefix, first_out, mask, groups, activation, keep, backend):
     out = x.new_empty(x.shape[0], weight.shape[0])
     return out, x.new_empty(out.shape if keep else (0,))
 
 
-@_grad_input_op.register_fake
 def _grad_input_fake(grad_z, weight, prefix, first_out, mask, groups, backend):
     return grad_z.new_empty(grad_z.shape[0], weight.shape[1])
 
 
-@_grad_weight_op.register_fake
 def _grad_weight_fake(grad_z, x, prefix, first_out, mask, groups, backend):
     return x.new_empty(grad_z.shape[1], x.shape[1])
-
-
-def _primitive(op: Callable, function: Callable, impl: Callable) -> Callable:
-    """The call of one primitive: the custom op when compiling, else its autograd Function, or
-    the bare kernel when no graph is recorded (as in a first-order backward pass)."""
-
-    def call(*args):
-        if torch.compiler.is_compiling():
-            return op(*args)
-        if torch.is_grad_enabled():
-            return function(*args)
-        return impl(*args)
-
-    return call
 
 
 def _linear(x: Tensor, weight: Tensor, prefix, first_out, mask, groups, backend) -> Tensor:
@@ -282,45 +255,48 @@ def _backward(ctx, grad_out, grad_preactivation):
     return grad_x, grad_w, grad_b, None, None, None, None, None, None, None
 
 
-_forward_op.register_autograd(_backward, setup_context=_setup)
-_grad_input_op.register_autograd(_grad_input_backward, setup_context=_grad_op_setup)
-_grad_weight_op.register_autograd(_grad_weight_backward, setup_context=_grad_op_setup)
-
-
-def _function(name: str, impl: Callable, setup: Callable, backward: Callable) -> type:
-    """An autograd Function running ``impl`` eagerly with the custom op's derivative (forward
-    takes ``ctx``: with a separate ``setup_context`` each call would bind its arguments by
-    ``inspect``, tens of microseconds)."""
+def _primitive(
+    name: str, impl: Callable, fake: Callable, setup: Callable, backward: Callable
+) -> Callable:
+    """One primitive: ``impl`` as the custom op ``energyflow::name`` (with its fake kernel and
+    derivative) and as an autograd Function with the same derivative; the call takes the op
+    when compiling, else the Function, or the bare kernel when no graph is recorded (as in a
+    first-order backward pass). The Function's forward takes ``ctx``: with a separate
+    ``setup_context`` each call would bind its arguments by ``inspect``, tens of microseconds."""
+    op = torch.library.custom_op(f"energyflow::{name}", mutates_args=())(impl)
+    op.register_fake(fake)
+    op.register_autograd(backward, setup_context=setup)
 
     def forward(ctx, *inputs):
         output = impl(*inputs)
         setup(ctx, inputs, output)
         return output
 
-    return type(
-        name,
+    function = type(
+        name.title().replace("_", ""),
         (torch.autograd.Function,),
         {"forward": staticmethod(forward), "backward": staticmethod(backward)},
     )
 
+    def call(*args):
+        if torch.compiler.is_compiling():
+            return op(*args)
+        if torch.is_grad_enabled():
+            return function.apply(*args)
+        return impl(*args)
 
-_forward = _primitive(
-    _forward_op, _function("MaskedLinear", _forward_impl, _setup, _backward).apply, _forward_impl
-)
+    return call
+
+
+_forward = _primitive("masked_linear", _forward_impl, _forward_fake, _setup, _backward)
 _grad_input = _primitive(
-    _grad_input_op,
-    _function(
-        "MaskedLinearGradInput", _grad_input_impl, _grad_op_setup, _grad_input_backward
-    ).apply,
-    _grad_input_impl,
-)
+    "masked_linear_grad_input", _grad_input_impl, _grad_input_fake, _grad_op_setup,
+    _grad_input_backward,
+)  # fmt: skip
 _grad_weight = _primitive(
-    _grad_weight_op,
-    _function(
-        "MaskedLinearGradWeight", _grad_weight_impl, _grad_op_setup, _grad_weight_backward
-    ).apply,
-    _grad_weight_impl,
-)
+    "masked_linear_grad_weight", _grad_weight_impl, _grad_weight_fake, _grad_op_setup,
+    _grad_weight_backward,
+)  # fmt: skip
 
 
 @torch.library.custom_op("energyflow::masked_linear_rows", mutates_args=())
@@ -421,26 +397,17 @@ def _time_dense_and_strips(
         args = (prefix, first_out, mask, plan.flat_groups, activation, keep, "blocked")
         return _forward(*tensors.values(), *args)[0]
 
-    def run(layer: Callable[[], Tensor]) -> float:
-        sync = torch.cuda.synchronize if like.device.type == "cuda" else (lambda: None)
-        sync()
-        start = time.perf_counter()
-        with torch.set_grad_enabled(with_gradients):
-            out = layer()
-            if with_gradients:
-                torch.autograd.grad(
-                    (out * seed).sum(), [t for t in tensors.values() if t is not None]
-                )
-        sync()
-        return time.perf_counter() - start
+    def timed(layer: Callable[[], Tensor]) -> Callable[[], None]:
+        def run() -> None:
+            with torch.set_grad_enabled(with_gradients):
+                out = layer()
+                if with_gradients:
+                    inputs = [t for t in tensors.values() if t is not None]
+                    torch.autograd.grad((out * seed).sum(), inputs)
 
-    times: dict[Callable, list[float]] = {dense: [], strips: []}
-    for round_ in range(masked_strips.TIMING_REPEATS + 1):  # in turn, the first a warm-up
-        for layer, kept in times.items():
-            seconds = run(layer)
-            if round_:
-                kept.append(seconds)
-    dense_time, strips_time = (sorted(kept)[len(kept) // 2] for kept in times.values())
+        return run
+
+    dense_time, strips_time = masked_strips.medians_in_turn([timed(dense), timed(strips)], like)
     return dense_time < STRIPS_MIN_GAIN * strips_time
 
 
@@ -462,7 +429,8 @@ def masked_linear(
     ``prefix`` / ``first_out`` / ``mask`` are ``plan``'s tensors on x's device (the Triton path
     reads the first two there; the reference multiplies by the mask, as nflows does). With
     ``dense_when_faster`` (the ``auto`` backend) the blocked backend hands a layer whose strips
-    time no faster than the dense product (``LayerCuts.dense_is_faster``) to that product.
+    time no faster than the dense product on the whole layer (timed at first use) to that
+    product.
     """
     x, weight, bias = _autocast_inputs(x, weight, bias)
     mask = mask.to(weight.dtype)  # a no-op but under autocast

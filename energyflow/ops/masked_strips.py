@@ -12,7 +12,7 @@ covers beyond a row's own prefix add zeros):
 
 One strip is the dense masked product (what nflows / zuko compute); one strip per group does the
 least arithmetic, (K+1)/(2K) of dense, but in K small GEMMs. Which cut is fastest depends on the
-shapes, the batch, the machine and its threads, so ``strips`` times the candidate cuts of each
+shapes, the batch, the machine and its threads, so ``cuts`` times the candidate cuts of each
 pass the first time it meets a layer shape, batch bucket, dtype and thread count, and keeps the
 fastest for the process (``ENERGYFLOW_MASKED_STRIPS=G`` fixes G strips instead, for every pass).
 Work too small to time well (``TIMED_MIN_WORK``) takes the dense cut: there a single GEMM wins.
@@ -143,6 +143,22 @@ def cuts(groups: list[int], in_features: int, rows: int, like: Tensor) -> LayerC
     return chosen
 
 
+def medians_in_turn(runs: list[Callable[[], object]], like: Tensor) -> list[float]:
+    """Median seconds of each of ``runs`` on ``like``'s device, timed in turn (A, B, A, B, ...)
+    ``TIMING_REPEATS`` times after a warm-up round, so that drifts of the machine hit all alike."""
+    sync = torch.cuda.synchronize if like.device.type == "cuda" else (lambda: None)
+    samples: list[list[float]] = [[] for _ in runs]
+    for round_ in range(TIMING_REPEATS + 1):
+        for run, kept in zip(runs, samples):
+            sync()
+            start = time.perf_counter()
+            run()
+            sync()
+            if round_:
+                kept.append(time.perf_counter() - start)
+    return [sorted(kept)[len(kept) // 2] for kept in samples]
+
+
 def _fastest(
     groups: list[tuple[int, int, int]], in_features: int, rows: int, like: Tensor
 ) -> LayerCuts:
@@ -151,7 +167,6 @@ def _fastest(
     x = torch.full((rows, in_features), 0.5, **options)
     dz = torch.full((rows, out_features), 0.5, **options)
     weight = torch.full((out_features, in_features), 0.5, **options)
-    sync = torch.cuda.synchronize if like.device.type == "cuda" else (lambda: None)
 
     def runner(kind: str, candidate: tuple[Strip, ...]) -> Callable[[], Tensor]:
         if kind == "forward":
@@ -164,18 +179,8 @@ def _fastest(
     for kind in KINDS:
         counts = [count for count in CANDIDATE_COUNTS if count <= len(groups)]
         candidates = list(dict.fromkeys(cut(kind, groups, count) for count in counts))
-        runs = [runner(kind, candidate) for candidate in candidates]
-        samples: list[list[float]] = [[] for _ in runs]
-        for round_ in range(TIMING_REPEATS + 1):  # in turn, the first round a warm-up
-            for run, kept in zip(runs, samples):
-                sync()
-                start = time.perf_counter()
-                run()
-                sync()
-                if round_:
-                    kept.append(time.perf_counter() - start)
-        medians = [sorted(kept)[len(kept) // 2] for kept in samples]
-        chosen.append(candidates[min(range(len(runs)), key=medians.__getitem__)])
+        medians = medians_in_turn([runner(kind, candidate) for candidate in candidates], like)
+        chosen.append(candidates[min(range(len(candidates)), key=medians.__getitem__)])
     return LayerCuts(*chosen)
 
 
