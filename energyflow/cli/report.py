@@ -55,7 +55,23 @@ def _scores(
         if model.has_density:
             context = None if dataset.context_test is None else dataset.context_test[: len(test)]
             result["log_likelihood"] = metrics.log_likelihood(model, test, context)
+        labels = _sample_labels(dataset, len(test))
+        if labels is not None:
+            result.update(
+                metrics.class_accuracy(
+                    samples, labels, dataset.train, dataset.labels_train,
+                    held_out=test, held_out_labels=labels,
+                )
+            )  # fmt: skip
     return result
+
+
+def _sample_labels(dataset: Dataset, rows: int):
+    """The classes the first ``rows`` samples were drawn for (class-conditional image runs,
+    whose context is the one-hot class of the held-out rows), else None."""
+    if dataset.labels_test is None or dataset.context_test is None:
+        return None
+    return dataset.labels_test[:rows]
 
 
 def _curve(history: list[dict], key: str) -> list[list[float]]:
@@ -104,6 +120,7 @@ def write_report(
         dataset.test[:2000],
         dataset.image_shape,
         title or type(model).__name__,
+        labels=_sample_labels(dataset, 2000),
     )
     if state is not None and state.history:
         save_loss_curve_png(out / LOSS_CURVE, state.history, title or type(model).__name__)
@@ -117,6 +134,12 @@ def summary_line(result: dict) -> str:
         f"{result['c2st_knn']:.3f}; 0.5 is best), precision {result['precision']:.3f}, recall "
         f"{result['recall']:.3f}, off-support share {result['off_support_share']:.4f} (the "
         f"data's own: 0.001), test energy distance {result['test_energy_distance']:.4f}"
+        + (
+            f", class accuracy {result['class_accuracy']:.3f} (on real images "
+            f"{result['class_accuracy_real']:.3f})"
+            if "class_accuracy" in result
+            else ""
+        )
     )
 
 

@@ -1,5 +1,6 @@
 """``energyflow sample``: draw samples of a trained model into a .npy file, in chunks (constant
-memory), with a progress bar; refused up front when the disk cannot hold them."""
+memory), with a progress bar; refused up front when the disk cannot hold them. Image models
+write images: (N, C, H, W), or (N, R, C, H, W) for R class labels in ``--context``."""
 
 from __future__ import annotations
 
@@ -23,11 +24,39 @@ from energyflow.models.base import SAMPLE_CHUNK_ROWS
 __all__ = ["cmd_sample"]
 
 
+# images drawn per chunk (each chunk runs every block's step): a progress bar that moves
+IMAGE_CHUNK_ROWS = 1024
+
+
+def _read_labels(path: str, classes: int) -> torch.Tensor:
+    """One-hot rows (R, classes) of the R integer class labels in the .npy ``path``."""
+    if not Path(path).is_file():
+        raise ValueError(f"--context {path}: no such file")
+    try:
+        labels = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise ValueError(f"--context {path}: not a readable .npy ({err})") from None
+    if labels.ndim != 1 or not len(labels) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"--context {path}: this model is class-conditional: expected a non-empty 1-D array "
+            f"of integer class labels, got dtype {labels.dtype} and shape {labels.shape}"
+        )
+    if labels.min() < 0 or labels.max() >= classes:
+        raise ValueError(
+            f"--context {path}: labels must be classes 0..{classes - 1}, got "
+            f"{labels.min()}..{labels.max()}"
+        )
+    return torch.eye(classes)[torch.as_tensor(labels, dtype=torch.long)]
+
+
 def _read_context(path: Optional[str], model: GenerativeModel) -> torch.Tensor:
     if path is None:
         raise ValueError(
             "this model is conditional: pass --context FILE.npy with one context row per sample"
+            + (" (for an image model: one integer class label per row)" if _is_image(model) else "")
         )
+    if _is_image(model):
+        return _read_labels(path, model.context_features).to(model.loc.device)
     values = read_matrix_npy(path, "--context")
     if values.shape[1] != model.context_features:
         raise ValueError(
@@ -36,6 +65,10 @@ def _read_context(path: Optional[str], model: GenerativeModel) -> torch.Tensor:
         )
     context = torch.as_tensor(values)
     return context.to(model.loc.device)
+
+
+def _is_image(model: GenerativeModel) -> bool:
+    return getattr(model, "image_shape", None) is not None
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -59,6 +92,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
             raise ValueError("--context was given but this model takes no context")
         per_row = args.n or 10000
         shape = (per_row, model.features)
+    lead = shape[:-1]
+    if _is_image(model):  # (..., D) -> (..., C, H, W)
+        shape = lead + tuple(model.image_shape)
     needed = math.prod(shape) * 4 + 4096
     free = shutil.disk_usage(out.parent).free
     if needed > free:
@@ -68,36 +104,44 @@ def cmd_sample(args: argparse.Namespace) -> int:
         )
     torch.manual_seed(args.seed)
     start = time.perf_counter()
+    chunk = IMAGE_CHUNK_ROWS if _is_image(model) else SAMPLE_CHUNK_ROWS
     with atomic_npy(out, shape) as array:
-        flat = array.reshape(-1, model.features) if context is None else array
-        _fill_with_samples(model, flat, context, args.n is not None)
+        flat = array.reshape(*lead, model.features)
+        if context is None:
+            flat = flat.reshape(-1, model.features)
+        _fill_with_samples(model, flat, context, args.n is not None, chunk)
     seconds = time.perf_counter() - start
-    print(f"{math.prod(shape[:-1])} samples in {seconds:.2f} s -> {out} (shape {shape})")
+    print(f"{math.prod(lead)} samples in {seconds:.2f} s -> {out} (shape {shape})")
     return 0
 
 
 def _fill_with_samples(
-    model: GenerativeModel, array: np.ndarray, context: Optional[torch.Tensor], per_row: bool
+    model: GenerativeModel,
+    array: np.ndarray,
+    context: Optional[torch.Tensor],
+    per_row: bool,
+    chunk: int,
 ) -> None:
-    """Write samples into ``array`` in chunks (constant memory), with a progress bar."""
+    """Write samples into ``array`` in chunks of ``chunk`` rows (constant memory), with a
+    progress bar."""
     if context is None:
-        chunks = range(0, len(array), SAMPLE_CHUNK_ROWS)
+        chunks = range(0, len(array), chunk)
 
         def draw(start: int) -> tuple[slice, torch.Tensor]:
-            rows = min(SAMPLE_CHUNK_ROWS, len(array) - start)
+            rows = min(chunk, len(array) - start)
             return slice(start, start + rows), model.sample((rows,))
     elif per_row:  # array (n, rows, D): k draws of every context row at a time
-        k = max(1, SAMPLE_CHUNK_ROWS // len(context))
+        k = max(1, chunk // len(context))
         chunks = range(0, len(array), k)
 
         def draw(start: int) -> tuple[slice, torch.Tensor]:
             count = min(k, len(array) - start)
             return slice(start, start + count), model.sample((count,), context)
     else:  # array (rows, D): one sample per context row
-        chunks = range(0, len(array), SAMPLE_CHUNK_ROWS)
+        chunks = range(0, len(array), chunk)
 
         def draw(start: int) -> tuple[slice, torch.Tensor]:
-            rows = context[start : start + SAMPLE_CHUNK_ROWS]
+            rows = context[start : start + chunk]
             return slice(start, start + len(rows)), model.sample((), rows)
 
     with torch.no_grad():

@@ -22,7 +22,7 @@ from energyflow.training.config import (
     with_recipe,
 )
 from energyflow.training.data import BUILTIN, Dataset, load_dataset
-from energyflow.training.recipe import recommended_model_options
+from energyflow.training.recipe import recommended_image_options, recommended_model_options
 
 __all__ = [
     "RESUMABLE",
@@ -42,7 +42,11 @@ FORMAT = "energyflow-run/2"
 class DataOptions:
     """Where the rows come from."""
 
-    data: Optional[str] = setting(None, f"built-in ({', '.join(BUILTIN)}) or a .npy/.csv file")
+    data: Optional[str] = setting(
+        None,
+        f"built-in ({', '.join(BUILTIN)}), a .npy/.csv table, or images: a folder of PNG/JPEG "
+        "files (class subfolders give labels), an (N, C, H, W) .npy, an MNIST IDX image file",
+    )
     n_train: int = setting(
         20000, "rows drawn for the 2-D toys", rule=Rule(lambda v: v >= 10, "an integer >= 10")
     )
@@ -50,20 +54,35 @@ class DataOptions:
         None, "columns (index or CSV name) used as context (conditional model)"
     )
     header: Optional[bool] = setting(None, "CSV: the first row is a header (default: detected)")
+    image_size: Optional[int] = setting(
+        None, "images: resize a folder's images to S x S pixels", rule=AT_LEAST_1
+    )
+    labels: Optional[str] = setting(
+        None, "images: .npy (or IDX) of one integer class per image; trains class-conditional"
+    )
+    class_conditional: Optional[bool] = setting(
+        None, "images: condition on the class (digits-images' own labels, --labels, subfolders)"
+    )
 
 
 @dataclass
 class ModelOptions:
     """The model; fields left None take the recipe for the data (``training.recipe``)."""
 
-    model: str = setting("saef", "saef: generator; affine: flow", choices=tuple(sorted(MODELS)))
+    model: Optional[str] = setting(
+        None,
+        "saef: generator; affine: flow; image: block generator for images (default: image for "
+        "image data, else saef)",
+        choices=tuple(sorted(MODELS)),
+    )
     blocks: Optional[int] = setting(
         None, "K blocks, 0: one per feature (recipe: saef 1, affine min(D, 4))", rule=NON_NEGATIVE
     )
     hidden: Optional[list[int]] = setting(
         None,
         "hidden widths (recipe: saef 3 x 128 for D <= 8, 3 x 256 for D < 32, else 3 x 512, "
-        "residual; affine 2 x 256, 2 x 512 from D = 32)",
+        "residual; affine 2 x 256, 2 x 512 from D = 32); image: one equal width per layer "
+        "(recipe: 64, 128 beyond 16 x 16 pixels, as many layers as the block grid needs)",
         rule=AT_LEAST_1,
     )
     residual: Optional[bool] = setting(None, "saef: residual hidden layers (recipe: on)")
@@ -75,6 +94,12 @@ class ModelOptions:
         None,
         "saef: discrete latent components, 0: none (recipe: 16 for D <= 8, else 0)",
         rule=NON_NEGATIVE,
+    )
+    patch: Optional[int] = setting(
+        None, "image: block side p in pixels (recipe: 4 from 24 pixels, else 2)", rule=AT_LEAST_1
+    )
+    noise_channels: Optional[int] = setting(
+        None, "image: noise channels per block (recipe: 2 C p^2)", rule=AT_LEAST_1
     )
 
 
@@ -107,16 +132,34 @@ class RunSettings:
         return cls(**{group: kind(**saved[group]) for group, kind in GROUPS.items()})
 
 
-def _model_with_recipe(options: ModelOptions, features: int) -> ModelOptions:
-    recipe = recommended_model_options(features, options.model)
+def _model_with_recipe(options: ModelOptions, dataset: Dataset) -> ModelOptions:
+    name = options.model or ("image" if dataset.images else "saef")
+    if name == "image":
+        if not dataset.images:
+            raise ValueError(
+                "--model image needs image data (digits-images, an image folder, an "
+                "(N, C, H, W) .npy or an MNIST IDX file)"
+            )
+        recipe = recommended_image_options(dataset.image_shape)
+    else:
+        recipe = recommended_model_options(dataset.features, name)
     filled = {
-        "blocks": recipe["blocks"],
+        "model": name,
+        "blocks": recipe.get("blocks", 1),
         "hidden": list(recipe["hidden_features"]),
         "residual": recipe.get("residual", False),
-        "noise_features": recipe.get("noise_features", features),
+        "noise_features": recipe.get("noise_features", dataset.features),
         "mixture_components": recipe.get("mixture_components", 0),
+        "patch": recipe.get("patch", 1),
+        "noise_channels": recipe.get("noise_channels", 1),
     }
-    return replace(options, **{k: v for k, v in filled.items() if getattr(options, k) is None})
+    options = replace(options, **{k: v for k, v in filled.items() if getattr(options, k) is None})
+    if name == "image" and len(set(options.hidden)) != 1:
+        raise ValueError(
+            f"--hidden {' '.join(map(str, options.hidden))}: the image model's layers are "
+            "residual, of one width; give one width per layer, all equal (e.g. 64 64 64)"
+        )
+    return options
 
 
 def dataset_of(options: DataOptions, seed: int) -> Dataset:
@@ -127,6 +170,9 @@ def dataset_of(options: DataOptions, seed: int) -> Dataset:
         seed=seed,
         context_cols=options.context_cols or (),
         header=options.header,
+        image_size=options.image_size,
+        labels=options.labels,
+        class_conditional=options.class_conditional,
     )
 
 
@@ -165,13 +211,12 @@ def resolve(
             f"--blocks {settings.model.blocks} exceeds the {dataset.features} features of the "
             "data (0 means one block per feature)"
         )
+    model = _model_with_recipe(settings.model, dataset)
     train = with_recipe(settings.train, len(dataset.train), dataset.features)
     if train.estimator is None and train.objective != "mle":
-        train = replace(train, estimator=default_estimator(dataset.context_features > 0))
-    settings = replace(
-        settings, model=_model_with_recipe(settings.model, dataset.features), train=train
-    )
-    return settings, dataset
+        conditional = dataset.context_features > 0
+        train = replace(train, estimator=default_estimator(conditional, MODELS[model.model]))
+    return replace(settings, model=model, train=train), dataset
 
 
 def model_of(options: ModelOptions, dataset: Dataset) -> GenerativeModel:
@@ -186,4 +231,9 @@ def model_of(options: ModelOptions, dataset: Dataset) -> GenerativeModel:
         noise_features=options.noise_features,
         residual=options.residual,
         mixture_components=options.mixture_components,
+        image_shape=dataset.image_shape,
+        patch=options.patch,
+        noise_channels=options.noise_channels,
+        hidden_channels=options.hidden[0],
+        layers=len(options.hidden),
     )

@@ -8,9 +8,12 @@ Every judge takes tensors or arrays of rows (N, D) and returns plain floats:
 - ``precision_recall``, ``density_coverage``, ``off_support_share``: where the samples lie
   relative to the data;
 - ``sample_energy_distance``, ``mmd``: distances, 0 is perfect;
-- ``log_likelihood`` (exact, flows) and ``kde_log_likelihood`` (an estimate, for generators).
+- ``log_likelihood`` (exact, flows) and ``kde_log_likelihood`` (an estimate, for generators);
+- ``class_accuracy``: class-conditional models, a classifier trained on real rows reading the
+  class each sample was drawn for.
 """
 
+from energyflow.metrics.classes import class_accuracy
 from energyflow.metrics.distances import mmd, sample_energy_distance
 from energyflow.metrics.judge import JUDGES, judge
 from energyflow.metrics.likelihood import kde_log_likelihood, log_likelihood
@@ -23,6 +26,7 @@ __all__ = [
     "c2st_boosted_trees",
     "c2st_knn",
     "c2st_mlp",
+    "class_accuracy",
     "density_coverage",
     "judge",
     "kde_log_likelihood",

@@ -11,10 +11,12 @@ import inspect
 from energyflow.models.base import GenerativeModel, load_model
 from energyflow.models.flow import BlockAffineFlow
 from energyflow.models.generator import SemiAutoregressiveGenerator
+from energyflow.models.image import ImageGenerator
 
 MODELS: dict[str, type[GenerativeModel]] = {
     "saef": SemiAutoregressiveGenerator,
     "affine": BlockAffineFlow,
+    "image": ImageGenerator,
 }
 
 
@@ -38,6 +40,7 @@ __all__ = [
     "MODELS",
     "BlockAffineFlow",
     "GenerativeModel",
+    "ImageGenerator",
     "SemiAutoregressiveGenerator",
     "build_model",
     "load_model",

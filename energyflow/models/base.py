@@ -34,6 +34,7 @@ class GenerativeModel(nn.Module):
     ``_rsample_standardised(z_rows, context_rows)`` and, if they have a density, ``log_prob``."""
 
     has_density = False
+    default_estimator: Optional[str] = None  # the energy estimator fit uses when none is named
     noise_features: int
 
     def __init__(self, features: int, context_features: int, config: dict) -> None:

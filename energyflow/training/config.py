@@ -20,7 +20,7 @@ from energyflow.training.device import PRECISIONS
 from energyflow.training.recipe import recommended_settings
 
 OBJECTIVES = ("energy", "mle", "hybrid")
-ESTIMATORS = ("distance", "score", "sliced")
+ESTIMATORS = ("distance", "score", "sliced", "block_score")
 # The length of a run that names neither steps nor a time budget.
 DEFAULT_STEPS = 2000
 
@@ -95,10 +95,14 @@ class TrainConfig:
         choices=OBJECTIVES,
     )
     estimator: Optional[str] = setting(
-        None, "of the energy (default: distance; score for conditional models)", choices=ESTIMATORS
+        None,
+        "of the energy (default: distance; score for conditional models; block_score for images)",
+        choices=ESTIMATORS,
     )
     beta: Optional[float] = setting(None, "exponent of the energy (recipe: 0.5)", rule=BETA)
-    samples_per_target: int = setting(2, "m samples per data row (score)", rule=AT_LEAST_2)
+    samples_per_target: int = setting(
+        2, "m samples per data row (score, block_score)", rule=AT_LEAST_2
+    )
     hybrid_weight: float = setting(1.0, "weight of the NLL term (hybrid)", rule=NON_NEGATIVE)
     kernel_weight: float = setting(
         0.0, "Gaussian kernel score term beside the energy score (score; 0: off)", rule=NON_NEGATIVE
@@ -174,10 +178,13 @@ def with_recipe(config: TrainConfig, rows: int, features: int) -> TrainConfig:
     )
 
 
-def default_estimator(conditional: bool) -> str:
-    """The energy estimator used when none is named: the score for conditional models (each
-    row's samples share its context), else the distance (all N x M cross pairs)."""
-    return "score" if conditional else "distance"
+def default_estimator(conditional: bool, model: Optional[type] = None) -> str:
+    """The energy estimator used when none is named: the model (class or instance)'s own
+    ``default_estimator`` where it sets one (image models: "block_score"), else the score for
+    conditional models (each row's samples share its context), else the distance (all N x M
+    cross pairs)."""
+    own = getattr(model, "default_estimator", None)
+    return own or ("score" if conditional else "distance")
 
 
 def check_setup(
@@ -205,10 +212,18 @@ def check_setup(
             f"context must be ({len(data)}, {model.context_features}), one row per data row; "
             f"got shape {tuple(context.shape)}"
         )
-    estimator = config.estimator or default_estimator(context is not None)
-    if context is not None and config.objective != "mle" and estimator != "score":
+    estimator = config.estimator or default_estimator(context is not None, model)
+    if estimator == "block_score" and not hasattr(model, "rsample_blocks_standardised"):
         raise ValueError(
-            "a conditional model needs estimator='score' (samples per target share its context)"
+            f"estimator='block_score' scores each block given the true earlier blocks, which "
+            f"{type(model).__name__} cannot sample in one pass; use 'distance' or 'score' (or "
+            "the image model)"
+        )
+    scored = ("score", "block_score")
+    if context is not None and config.objective != "mle" and estimator not in scored:
+        raise ValueError(
+            "a conditional model needs estimator='score' or 'block_score' (samples per target "
+            "share its context)"
         )
     for term in ("kernel", "variogram"):
         if getattr(config, f"{term}_weight") and (

@@ -1,4 +1,5 @@
-"""Datasets: 2-D toys, scikit-learn's digits and breast-cancer tables, user .npy / .csv files.
+"""Datasets: 2-D toys, scikit-learn's digits and breast-cancer tables, user .npy / .csv files,
+and images (``energyflow.training.images``: digits-images, image folders, 4-D .npy, MNIST IDX).
 
 Every loader returns float32 arrays and checks them before any training starts: NaN/inf,
 ragged or non-numeric CSV rows and too few rows raise a ``ValueError`` naming the file, row and
@@ -16,9 +17,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from energyflow.training.images import DIGITS_IMAGES, is_image_source, read_images, read_labels
+
 TOYS = ("moons", "8gaussians", "checkerboard", "pinwheel", "rings", "spirals")
 TABULAR = ("digits", "breast_cancer")
-BUILTIN = TOYS + TABULAR
+BUILTIN = TOYS + TABULAR + (DIGITS_IMAGES,)
 MIN_ROWS = 10
 
 __all__ = [
@@ -36,14 +39,20 @@ __all__ = [
 
 @dataclass
 class Dataset:
-    """Train/test split; ``context_*`` are None unless context columns were chosen."""
+    """Train/test split; ``context_*`` are None unless context columns were chosen (or, for
+    a class-conditional image run, the one-hot classes). Image data (``images``) hold flattened
+    images of ``image_shape`` (C, H, W) as rows, and their integer ``labels_*`` where known;
+    ``image_shape`` alone (the flat digits table) is for pictures only."""
 
     name: str
     train: np.ndarray
     test: np.ndarray
     context_train: Optional[np.ndarray] = None
     context_test: Optional[np.ndarray] = None
-    image_shape: Optional[tuple[int, int]] = None  # for plotting (digits: 8 x 8)
+    image_shape: Optional[tuple[int, int, int]] = None
+    images: bool = False
+    labels_train: Optional[np.ndarray] = None
+    labels_test: Optional[np.ndarray] = None
 
     @property
     def features(self) -> int:
@@ -277,6 +286,51 @@ def _column_indices(
     return indices
 
 
+def _split(rows: int, test_fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Test and train row indices: a random ``test_fraction`` (at least one row) is test."""
+    order = rng.permutation(rows)
+    n_test_rows = max(1, int(round(test_fraction * rows)))
+    return order[:n_test_rows], order[n_test_rows:]
+
+
+def _image_dataset(
+    name_or_path: str,
+    rng: np.random.Generator,
+    test_fraction: float,
+    image_size: Optional[int],
+    labels: Optional[str],
+    class_conditional: Optional[bool],
+) -> Dataset:
+    images, own_labels = read_images(name_or_path, image_size, rng)
+    if len(images) < MIN_ROWS:
+        raise ValueError(
+            f"--data {name_or_path}: {len(images)} images is too few (at least {MIN_ROWS})"
+        )
+    classes = read_labels(labels, len(images)) if labels is not None else own_labels
+    conditional = labels is not None if class_conditional is None else class_conditional
+    if conditional and classes is None:
+        raise ValueError(
+            f"--class-conditional needs labels: {name_or_path} has none of its own; pass "
+            "--labels y.npy (one integer class per image) or put the images in class subfolders"
+        )
+    test_rows, train_rows = _split(len(images), test_fraction, rng)
+    flat = images.reshape(len(images), -1)
+    name = name_or_path if name_or_path == DIGITS_IMAGES else Path(name_or_path).stem
+    dataset = Dataset(
+        name,
+        flat[train_rows],
+        flat[test_rows],
+        image_shape=tuple(images.shape[1:]),
+        images=True,
+        labels_train=None if classes is None else classes[train_rows],
+        labels_test=None if classes is None else classes[test_rows],
+    )
+    if conditional:
+        one_hot = np.eye(int(classes.max()) + 1, dtype=np.float32)[classes]
+        dataset.context_train, dataset.context_test = one_hot[train_rows], one_hot[test_rows]
+    return dataset
+
+
 def load_dataset(
     name_or_path: str,
     *,
@@ -286,11 +340,18 @@ def load_dataset(
     seed: int = 0,
     context_cols: Sequence[str] = (),
     header: Optional[bool] = None,
+    image_size: Optional[int] = None,
+    labels: Optional[str] = None,
+    class_conditional: Optional[bool] = None,
 ) -> Dataset:
-    """A built-in dataset by name, or a .npy / .csv file split into train and test.
+    """A built-in dataset by name, or a .npy / .csv file split into train and test, or images.
 
     ``header`` forces whether a CSV's first row is a header (default: decided by ``_read_csv``'s
-    rule). Duplicate ``context_cols`` are refused.
+    rule). Duplicate ``context_cols`` are refused. Images (``digits-images``, a folder, a 4-D
+    .npy, an MNIST IDX file): ``image_size`` resizes a folder's images to S x S, ``labels`` (an
+    .npy or IDX file, one integer class per image) gives their classes, and
+    ``class_conditional`` (default: whether ``labels`` is given) makes the one-hot class the
+    context.
 
     Example:
         >>> moons = load_dataset("moons", n_train=1000, n_test=200)
@@ -298,6 +359,22 @@ def load_dataset(
         ((1000, 2), (200, 2), 2)
     """
     rng = np.random.default_rng(seed)
+    if is_image_source(name_or_path):
+        if context_cols:
+            raise ValueError("--context-cols selects table columns; images take --labels")
+        return _image_dataset(
+            name_or_path, rng, test_fraction, image_size, labels, class_conditional
+        )
+    for flag, value in (
+        ("--image-size", image_size),
+        ("--labels", labels),
+        ("--class-conditional", class_conditional),
+    ):
+        if value is not None:
+            raise ValueError(
+                f"{flag} applies to image data (digits-images, an image folder, an (N, C, H, W) "
+                f".npy or MNIST IDX files); {name_or_path} is a table"
+            )
     if name_or_path in TOYS:
         if context_cols:
             raise ValueError("--context-cols needs a data file; the built-in toys have no context")
@@ -310,13 +387,13 @@ def load_dataset(
                 f"--context-cols needs a data file; {name_or_path} has no context columns"
             )
         values = digits(rng) if name_or_path == "digits" else breast_cancer()
-        image_shape: Optional[tuple[int, int]] = (8, 8) if name_or_path == "digits" else None
+        image_shape: Optional[tuple[int, int, int]] = (
+            (1, 8, 8) if name_or_path == "digits" else None
+        )
     else:
         values, header = read_table(Path(name_or_path), header)
         image_shape = None
-    order = rng.permutation(len(values))
-    n_test_rows = max(1, int(round(test_fraction * len(values))))
-    test_rows, train_rows = order[:n_test_rows], order[n_test_rows:]
+    test_rows, train_rows = _split(len(values), test_fraction, rng)
     names = None if name_or_path in TABULAR else header
     context_idx = (
         _column_indices(context_cols, names, values.shape[1], name_or_path) if context_cols else []

@@ -116,7 +116,7 @@ def _prepare(model: GenerativeModel, data, context, config: TrainConfig) -> _Run
             f"batch_size={config.batch_size} (the global batch) must divide evenly over the "
             f"{ranks} processes"
         )
-    config.estimator = config.estimator or default_estimator(context is not None)
+    config.estimator = config.estimator or default_estimator(context is not None, model)
     train_rows, val_rows = split_validation(len(data), config.val_fraction, config.seed)
     share = config.batch_size // ranks
     return _Run(

@@ -8,6 +8,9 @@ Estimators of the energy objective (docs/math.md, sections 2, 3, 5), in standard
               Gaussian kernel score and ``variogram_weight`` x the variogram score of the same
               samples when those weights are set (section 2.1).
   "sliced"    sliced energy distance (beta = 1) with 64 directions.
+  "block_score"  semi-autoregressive models that sample every block given the true earlier
+              blocks in one pass (``rsample_blocks_standardised``: the image model): the sum
+              over blocks of each block's energy score, ``samples_per_target`` samples per row.
 Objectives: "energy"; "mle" (mean negative log-likelihood); "hybrid" (energy + ``hybrid_weight``
 x mean negative log-likelihood per feature, in standardised units).
 
@@ -47,6 +50,8 @@ class Objective(nn.Module):
     def noise_shape(self, rows: int, conditional: bool) -> tuple[int, ...]:
         """The noise of ``rows`` data rows; the row axis is ``noise_row_dim(conditional)``."""
         features = self.model.noise_features
+        if self.config.estimator == "block_score":
+            return (rows, self.config.samples_per_target, features)
         if self.config.estimator != "score":
             return (rows, features)
         m = self.config.samples_per_target
@@ -59,6 +64,15 @@ class Objective(nn.Module):
         self, target: Tensor, context: Optional[Tensor], noise: Tensor, generator
     ) -> Tensor:
         config, model = self.config, self.model
+        if config.estimator == "block_score":  # (B, K, m, d) samples of (B, K, d) blocks
+            samples, blocks = model.rsample_blocks_standardised(
+                target, model.standardise_context(context), noise
+            )
+            samples = samples.to(target.dtype)
+            score = functional.energy_score(
+                samples.flatten(0, 1), blocks.flatten(0, 1), beta=config.beta
+            )
+            return score * blocks.shape[1]  # the sum over blocks, the mean over rows
         if config.estimator == "score":
             if context is None:
                 samples = model.rsample_standardised(noise.shape[:2], noise=noise)

@@ -20,30 +20,77 @@ def _pyplot():
     return plt
 
 
+def _picture(row: np.ndarray, image_shape: tuple[int, ...], low: float, high: float):
+    """A flattened image (C H W) as imshow takes it: (H, W, 3) in [0, 1] for three channels,
+    else the first channel (H, W)."""
+    image = row.reshape(image_shape)
+    if image.shape[0] != 3:
+        return image[0]
+    return np.clip((image.transpose(1, 2, 0) - low) / max(high - low, 1e-12), 0, 1)
+
+
+def _image_grid_figure(
+    samples: np.ndarray,
+    data: np.ndarray,
+    image_shape: tuple[int, ...],
+    title: str,
+    labels: Optional[np.ndarray],
+):
+    """Data (left) and samples (right), 6 rows of 8; with ``labels`` (one class per sample),
+    one row per class of up to 12 of its samples."""
+    plt = _pyplot()
+    low, high = float(np.min(data)), float(np.max(data))
+    if labels is not None:
+        classes = np.unique(labels)
+        cols = 12
+        grid = [
+            [samples[labels == k][c] if c < (labels == k).sum() else None for c in range(cols)]
+            for k in classes
+        ]
+        names = [f"{k}" for k in classes]
+        suptitle = f"{title}: one row per class"
+    else:
+        rows, cols = 6, 8
+        grid = [
+            [data[r * cols + c] if r * cols + c < len(data) else None for c in range(cols)]
+            + [None]
+            + [samples[r * cols + c] if r * cols + c < len(samples) else None for c in range(cols)]
+            for r in range(rows)
+        ]
+        names = None
+        suptitle = f"data (left) vs {title} (right)"
+    height, width = len(grid), len(grid[0])
+    fig, axes = plt.subplots(
+        height, width, figsize=(width * 0.6 + 0.6, height * 0.6 + 0.4), squeeze=False
+    )
+    for r, line in enumerate(grid):
+        for c, row in enumerate(line):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.axis("off" if names is None or c else "on")
+            if c == 0 and names is not None:
+                ax.set_ylabel(names[r], rotation=0, labelpad=8, fontsize=7)
+                for spine in ax.spines.values():
+                    spine.set_visible(False)
+            if row is not None:
+                ax.imshow(_picture(row, image_shape, low, high), cmap="gray_r", vmin=low, vmax=high)
+    fig.suptitle(suptitle)
+    return fig
+
+
 def samples_figure(
     samples: np.ndarray,
     data: np.ndarray,
-    image_shape: Optional[tuple[int, int]] = None,
+    image_shape: Optional[tuple[int, ...]] = None,
     title: str = "model samples",
+    labels: Optional[np.ndarray] = None,
 ):
-    """A matplotlib figure comparing model samples with data."""
+    """A matplotlib figure comparing model samples with data: image grids for images (``labels``:
+    one row per class), a scatter for 2-D, pair plots otherwise."""
     plt = _pyplot()
     if image_shape is not None:
-        rows, cols = 6, 8
-        fig, axes = plt.subplots(rows, 2 * cols + 1, figsize=(2 * cols * 0.6 + 0.6, rows * 0.6))
-        for r in range(rows):
-            for c in range(2 * cols + 1):
-                ax = axes[r, c]
-                ax.axis("off")
-                if c == cols:
-                    continue
-                source, index = (
-                    (data, r * cols + c) if c < cols else (samples, r * cols + c - cols - 1)
-                )
-                if index < len(source):
-                    ax.imshow(source[index].reshape(image_shape), cmap="gray_r", vmin=0, vmax=1)
-        fig.suptitle(f"data (left) vs {title} (right)")
-        return fig
+        return _image_grid_figure(samples, data, image_shape, title, labels)
     dims = min(samples.shape[1], 4)
     if dims <= 2:
         fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
@@ -89,6 +136,7 @@ def save_samples_png(
     data: np.ndarray,
     image_shape=None,
     title: str = "model samples",
+    labels: Optional[np.ndarray] = None,
 ) -> None:
     """Write the comparison picture atomically. Non-finite samples are left out (their count goes
     into the title); degenerate data (constant columns, a handful of rows) that the richer
@@ -98,8 +146,9 @@ def save_samples_png(
     if not finite.all():
         title = f"{title} ({int((~finite).sum())} non-finite left out)"
         samples = samples[finite]
+        labels = None if labels is None else labels[finite]
     try:
-        fig = samples_figure(samples, data, image_shape, title)
+        fig = samples_figure(samples, data, image_shape, title, labels)
         fig.tight_layout()
     except (ValueError, IndexError, np.linalg.LinAlgError):
         plt.close("all")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 __all__ = [
     "ENERGY_RECIPE",
+    "recommended_image_options",
     "MLE_RECIPE",
     "POSTERIOR_RECIPE",
     "recommended_model_options",
@@ -82,6 +83,31 @@ def recommended_model_options(features: int, model: str = "saef") -> dict:
             "mixture_components": MIXTURE_COMPONENTS if features <= FEW_FEATURES else 0,
         }
     return {"blocks": min(features, 4), "transforms": 4, "hidden_features": (width, width)}
+
+
+def recommended_image_options(image_shape: tuple[int, int, int]) -> dict:
+    """Constructor options of the image model for images (C, H, W): blocks of
+    ``default_patch`` pixels, hidden channels 64 up to 16 x 16 pixels (128 beyond), as many
+    layers as every block needs to see all earlier ones (at least 3), and 2 C p^2 noise
+    channels per block.
+
+    Example:
+        >>> options = recommended_image_options((1, 28, 28))
+        >>> options["patch"], options["hidden_features"], options["noise_channels"]
+        (4, (128, 128, 128, 128, 128, 128), 32)
+    """
+    from energyflow.models.image import default_patch
+    from energyflow.nn.masked_conv import layers_for_grid
+
+    channels, height, width = image_shape
+    patch = default_patch(height, width)
+    layers = layers_for_grid(height // patch, width // patch)
+    width_channels = 64 if height * width <= 256 else 128
+    return {
+        "patch": patch,
+        "hidden_features": (width_channels,) * layers,
+        "noise_channels": 2 * channels * patch * patch,
+    }
 
 
 def recommended_posterior_options(features: int, model: str = "saef") -> dict:

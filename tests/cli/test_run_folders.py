@@ -179,7 +179,7 @@ def test_csv_header_and_delimiter_rules(tmp_path, content, header, rows):
         (lambda p: np.save(p.with_suffix(".npy"), np.array([[1, "a"]] * 20, object)), "numeric"),
         (lambda p: np.save(p.with_suffix(".npy"), np.zeros((0, 3))), "empty"),
         (lambda p: p.with_suffix(".npy").write_text("1,2\n" * 20), "not a readable .npy"),
-        (lambda p: p.with_suffix(".csv").mkdir(), "is a folder"),
+        (lambda p: p.with_suffix(".csv").mkdir(), "holds no .png"),
     ],
 )
 def test_bad_data_files_fail_in_one_line_before_writing(tmp_path, capsys, make, words):

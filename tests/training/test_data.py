@@ -17,7 +17,7 @@ def test_dataset_loaders():
     digits = load_dataset("digits")
     assert (
         digits.features == 64
-        and digits.image_shape == (8, 8)
+        and digits.image_shape == (1, 8, 8)
         and 0 <= digits.train.min()
         and digits.train.max() < 1
     )

@@ -1,0 +1,98 @@
+"""The image generator: shapes, the data range, standardisation, the per-block energy score it
+trains with, save/load, and errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from energyflow import functional
+from energyflow.models import ImageGenerator, build_model, load_model
+from energyflow.models.image import default_patch
+from energyflow.training.config import TrainConfig, check_setup, default_estimator
+from energyflow.training.fit import fit
+from energyflow.training.objective import Objective
+
+
+def _images(n=60, shape=(2, 4, 6)):
+    return torch.rand(n, *shape) * (1.0 + 3.0 * torch.arange(shape[0])).view(1, -1, 1, 1)
+
+
+def test_samples_are_images_within_each_channels_range():
+    data = _images().flatten(1)
+    model = ImageGenerator(48, (2, 4, 6), patch=2, hidden_channels=8)
+    assert model.grid == (2, 3) and model.blocks == 6 and model.noise_features == 16 * 6
+    model.fit_standardisation(data)
+    samples = model.sample((500,)).reshape(500, 2, 4, 6)
+    for channel, high in ((0, 1.0), (1, 4.0)):
+        values = samples[:, channel]
+        pixels = data.reshape(-1, 2, 24)[:, channel]
+        assert values.min() >= pixels.min() - 1e-5 and values.max() <= pixels.max() + 1e-5
+        assert values.max() <= high
+    # per-channel standardisation: one loc and scale per channel
+    assert model.loc.view(2, 24).std(1).max() == 0
+    torch.testing.assert_close(model.loc.view(2, 24)[:, 0], data.view(-1, 2, 24).mean((0, 2)))
+
+
+def test_block_samples_and_the_block_score_objective():
+    torch.manual_seed(0)
+    model = ImageGenerator(48, (2, 4, 6), patch=2, hidden_channels=8, context_features=3)
+    data, context = _images(8).flatten(1), torch.eye(3)[torch.arange(8) % 3]
+    model.fit_standardisation(data, context)
+    noise = torch.randn(8, 2, model.noise_features)
+    x = model.standardise(data)
+    samples, blocks = model.rsample_blocks_standardised(
+        x, model.standardise_context(context), noise
+    )
+    assert samples.shape == (8, 6, 2, 8) and blocks.shape == (8, 6, 8)
+    # blocks in raster order: block 4 is grid cell (1, 1), pixels rows 2-3, cols 2-3
+    image = data[3].view(2, 4, 6)
+    want = (image[:, 2:4, 2:4] - model.loc.view(2, 4, 6)[:, 2:4, 2:4]) / model.scale.view(2, 4, 6)[
+        :, 2:4, 2:4
+    ]
+    torch.testing.assert_close(blocks[3, 4], want.reshape(8))
+    config = TrainConfig(estimator="block_score", beta=0.5)
+    loss = Objective(model, config)(data, context, noise)
+    # the sum over blocks of each block's energy score, the mean over images
+    manual = sum(functional.energy_score(samples[:, k], blocks[:, k], beta=0.5) for k in range(6))
+    torch.testing.assert_close(loss, manual)
+    assert Objective(model, config).noise_shape(8, True) == (8, 2, model.noise_features)
+
+
+def test_fit_uses_the_block_score_and_save_load_round_trip(tmp_path):
+    data = _images(80, (1, 4, 4)).flatten(1)
+    model = build_model("image", 16, image_shape=(1, 4, 4), hidden_channels=8, patch=2)
+    assert default_estimator(False, model) == "block_score"
+    state = fit(model, data, steps=5, batch_size=16, progress=False)
+    assert state.step == 5 and all(torch.isfinite(torch.tensor(h["loss"])) for h in state.history)
+    model.save(tmp_path / "m.pt")
+    again = load_model(tmp_path / "m.pt")
+    torch.manual_seed(1)
+    first = model.sample((7,))
+    torch.manual_seed(1)
+    torch.testing.assert_close(again.sample((7,)), first)
+
+
+def test_rsample_is_differentiable_through_the_cached_steps():
+    model = ImageGenerator(16, (1, 4, 4), patch=2, hidden_channels=8)
+    samples = model.rsample((5,))
+    samples.square().sum().backward()
+    grads = [p.grad for p in model.net.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_default_patch_and_errors():
+    assert (default_patch(28, 28), default_patch(8, 8), default_patch(30, 20)) == (4, 2, 2)
+    assert default_patch(7, 7) == 1
+    with pytest.raises(ValueError, match="patch 3 must divide"):
+        ImageGenerator(64, (1, 8, 8), patch=3)
+    with pytest.raises(ValueError, match="features"):
+        ImageGenerator(60, (1, 8, 8))
+    with pytest.raises(ValueError, match="image_shape"):
+        ImageGenerator(64, (8, 8))
+    from energyflow.models import SemiAutoregressiveGenerator
+
+    flat = SemiAutoregressiveGenerator(4, 1, hidden_features=(8,))
+    with pytest.raises(ValueError, match="block_score"):
+        check_setup(flat, TrainConfig(estimator="block_score"), torch.randn(20, 4), None)
