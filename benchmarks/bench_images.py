@@ -25,8 +25,8 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from _common import RESULTS, machine_description, measure
 
+from _common import RESULTS, machine_description, measure
 from energyflow.nn import SemiAutoregressiveConvNet
 
 # (image side, patch, channels C, hidden channels, layers, batch)
