@@ -6,6 +6,8 @@ Launchers take contiguous tensors and the accumulation dtype from the caller
 (``energyflow.ops.dispatch``).
 """
 
+from .masked_conv_grad_weight import masked_conv_grad_weight
+from .masked_conv_window import masked_conv_window
 from .masked_linear_forward import masked_linear_forward
 from .masked_linear_grad_input import masked_linear_grad_input
 from .masked_linear_grad_weight import masked_linear_grad_weight
@@ -14,6 +16,8 @@ from .tiling import INTERPRETED
 
 __all__ = [
     "INTERPRETED",
+    "masked_conv_grad_weight",
+    "masked_conv_window",
     "masked_linear_forward",
     "masked_linear_grad_input",
     "masked_linear_grad_weight",

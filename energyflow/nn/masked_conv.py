@@ -154,6 +154,7 @@ class SemiAutoregressiveConvNet(nn.Module):
         if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
             raise ValueError(f"layers must be an int >= 1, got {layers!r}")
         self.block_channels, self.noise_channels = block_channels, noise_channels
+        self.hidden_channels = hidden_channels
         self.context_features, self.layers = context_features, layers
         width = hidden_channels
 
@@ -201,6 +202,8 @@ class SemiAutoregressiveConvNet(nn.Module):
                 f"x must be {(len(z), self.block_channels, *z.shape[2:])}, got {tuple(x.shape)}"
             )
         biases = self._context_biases(context)
+        # channels-last: the convolutions of small grids run up to 1.4x faster so on the CPU
+        x, z = (t.contiguous(memory_format=torch.channels_last) for t in (x, z))
 
         def bias(layer: int, stack: int) -> Tensor | float:
             return 0.0 if biases is None else biases[:, layer, stack, :, None, None]
@@ -238,23 +241,50 @@ class SemiAutoregressiveConvNet(nn.Module):
         rows, cols = z.shape[2:]
         biases = self._context_biases(context)
         layers = range(self.layers)
+        steps = self._cell_products()
+        # the noise's share of layer 0's horizontal stack: known before any block is made
+        noise_term = self.horizontal_noise(z).permute(0, 2, 3, 1)  # (B, rows, cols, width)
         x_rows: list[Tensor] = []  # finished data rows (B, block_channels, 1, cols)
         v_rows: list[list[Tensor]] = [[] for _ in layers]  # relu(v_l) rows (B, width, 1, cols)
         v_last: list[Optional[Tensor]] = [None for _ in layers]  # v_l of the current row
         for i in range(rows):
+            v_cells = []  # relu(v_l) of row i, cell-major (B, cols, width)
             for layer in layers:
                 v_last[layer] = self._vertical_row(layer, i, x_rows, z, v_last, v_rows, biases)
                 v_rows[layer].append(F.relu(v_last[layer]))
-            cells: list[Tensor] = []  # data blocks of this row
-            h_cells: list[list[Tensor]] = [[] for _ in layers]  # relu(h_l) cells (B, width)
+                v_cells.append(v_rows[layer][i][:, :, 0].transpose(1, 2))
+            # the cells of this row, each list led by zero cells for taps left of column 0
+            cells = [z.new_zeros(len(z), self.block_channels)] * steps[0][2]
+            h_cells = [[z.new_zeros(len(z), self.hidden_channels)] * taps for _, _, taps in steps]
             for j in range(cols):
-                h = self._horizontal_cell(i, j, cells, z, v_rows, h_cells, biases)
-                out = F.linear(F.relu(h), self.output.weight[:, :, 0, 0], self.output.bias)
+                h: Tensor = noise_term[:, i, j]
+                for layer, (weight, bias, taps) in enumerate(steps):
+                    source = cells if layer == 0 else h_cells[layer - 1]
+                    inputs = torch.cat([*source[len(source) - taps :], v_cells[layer][:, j]], 1)
+                    h = h + F.linear(inputs, weight, bias)
+                    if biases is not None:
+                        h = h + biases[:, layer, 1]
+                    h_cells[layer].append(F.relu(h))
+                out = F.linear(h_cells[-1][-1], self.output.weight[:, :, 0, 0], self.output.bias)
                 cells.append(out if feedback is None else feedback(out))
                 if progress is not None:
                     progress(i * cols + j)
-            x_rows.append(torch.stack(cells, dim=-1).unsqueeze(2))
+            x_rows.append(torch.stack(cells[steps[0][2] :], dim=-1).unsqueeze(2))
         return torch.cat(x_rows, dim=2)
+
+    def _cell_products(self) -> list[tuple[Tensor, Tensor, int]]:
+        """Per layer, the horizontal step of one cell as one product: the weight (width, taps x
+        in + width) over [the taps' cells, relu v at the cell] (the horizontal convolution's
+        window and the link side by side), the summed bias, and the number of taps. Layer 0's
+        taps read the data cells to the left (its noise taps are precomputed)."""
+        steps = []
+        for layer in range(self.layers):
+            conv = self.horizontal_data if layer == 0 else self.horizontal[layer - 1]
+            taps = conv.window[:, :, 0, :]  # (width, in, taps): tap-major to match the cells
+            link = self.links[layer]
+            weight = torch.cat([taps.permute(0, 2, 1).flatten(1), link.weight[:, :, 0, 0]], 1)
+            steps.append((weight, conv.bias + link.bias, taps.shape[-1]))
+        return steps
 
     def _vertical_row(self, layer, i, x_rows, z, v_last, v_rows, biases) -> Tensor:
         """v_layer of grid row i (B, width, 1, cols), from the rows above (and row i below)."""
@@ -276,33 +306,3 @@ class SemiAutoregressiveConvNet(nn.Module):
         stacked = F.pad(stacked, (r, r, height - stacked.shape[2], 0))
         v = previous + F.conv2d(stacked, conv.window, conv.bias)
         return v if biases is None else v + biases[:, layer, 0, :, None, None]
-
-    def _horizontal_cell(self, i, j, cells, z, v_rows, h_cells, biases) -> Tensor:
-        """h of the last layer at cell (i, j) (B, width); the relu(h_l) of every layer is kept."""
-        h: Tensor | float = 0.0
-        for layer in range(self.layers):
-            if layer == 0:
-                h = _cell(self.horizontal_data, cells, j) + _cell(
-                    self.horizontal_noise, [z[:, :, i, k] for k in range(j + 1)], j
-                )
-            else:
-                h = h + _cell(self.horizontal[layer - 1], h_cells[layer - 1], j)
-            link = self.links[layer]
-            h = h + F.linear(v_rows[layer][i][:, :, 0, j], link.weight[:, :, 0, 0], link.bias)
-            if biases is not None:
-                h = h + biases[:, layer, 1]
-            h_cells[layer].append(F.relu(h))
-        return h
-
-
-def _cell(conv: BlockMaskedConv2d, row: list[Tensor], j: int) -> Tensor:
-    """A horizontal convolution at column j of one row whose cells (B, in) are ``row`` (at
-    least up to the taps the mask reads): the window's taps as one matrix product."""
-    _, _, dj0, dj1 = tap_window(conv.weight.shape[-1], "horizontal", conv.strict)
-    first = max(0, j + dj0)  # taps left of column 0 read zeros: dropped
-    taps = row[first : j + dj1 + 1]
-    window = conv.window[:, :, 0, first - (j + dj0) :]  # (out, in, taps)
-    if not taps:  # column 0 of a strict convolution: the bias alone
-        return 0.0 if conv.bias is None else conv.bias
-    stacked = torch.stack(taps, dim=-1)  # (B, in, taps)
-    return F.linear(stacked.flatten(1), window.flatten(1), conv.bias)

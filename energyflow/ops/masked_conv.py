@@ -21,12 +21,16 @@ the window's sub-kernel on the input shifted by the window's corner:
     y = conv2d(pad(x, left=-dj0, right=dj1, top=-di0, bottom=di1), W[:, :, r+di0 : r+di1+1,
                                                                       r+dj0 : r+dj1+1]) + b
 
-(a negative pad crops). That is the ``"blocked"`` path: it computes only the allowed taps
-(vertical 6/9 or 3/9 of a 3 x 3 kernel, horizontal 2/9 or 1/9) through torch's own
+(a negative pad crops). That is the ``"blocked"`` path (the CPU's): it computes only the
+allowed taps (vertical 6/9 or 3/9 of a 3 x 3 kernel, horizontal 2/9 or 1/9) through torch's own
 convolution, so it keeps every autograd promise of ``F.conv2d`` (double backward,
-``torch.compile``, ``torch.func``, any layout). ``"reference"`` is the dense masked
-convolution a user writes, ``conv2d(x, W * mask, padding=r)``. Weights at masked taps are
-never read by either.
+``torch.compile``, ``torch.func``, any layout). ``"triton"`` (CUDA's, ``energyflow.kernels``)
+runs the window as an implicit GEMM on channels-last tensors: forward and input gradient by one
+kernel (the input gradient is the window convolution of the output gradient with the window
+flipped and transposed), the weight gradient tap by tap; the derivatives are written with the
+same two operations, so double backward works to any order. ``"reference"`` is the dense
+masked convolution a user writes, ``conv2d(x, W * mask, padding=r)``. Weights at masked taps
+are never read by any of them. ``"auto"`` is Triton on CUDA (where installed), else blocked.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from energyflow.ops import dispatch
 
 __all__ = [
     "CONV_BACKENDS",
@@ -49,7 +55,7 @@ __all__ = [
 ]
 
 STACKS = ("vertical", "horizontal")
-CONV_BACKENDS = ("auto", "blocked", "reference")
+CONV_BACKENDS = dispatch.MASKED_BACKENDS  # "auto", "triton", "blocked", "reference"
 
 
 def _check_kernel(kernel_size: int, stack: str) -> int:
@@ -139,8 +145,9 @@ def block_masked_conv2d(
         weight: (C_out, C_in, k, k), k odd; masked taps are ignored.
         bias: (C_out,) or None.
         stack, strict: the mask (module docstring).
-        backend: "auto" (= "blocked"), "blocked" (allowed taps only) or "reference" (dense
-            masked convolution).
+        backend: "auto" (Triton on CUDA, else blocked), "triton" (CUDA, or the interpreter),
+            "blocked" (allowed taps only, torch's convolution) or "reference" (dense masked
+            convolution).
 
     Returns:
         (B, C_out, rows, cols).
@@ -153,14 +160,95 @@ def block_masked_conv2d(
         True
     """
     _check_conv(x, weight, bias)
-    if backend not in CONV_BACKENDS:
-        raise ValueError(f"backend must be one of {CONV_BACKENDS}, got {backend!r}")
+    backend = dispatch.resolve_masked(backend, x.device)
     di0, di1, dj0, dj1 = tap_window(weight.shape[-1], stack, strict)
     if backend == "reference":
         mask = tap_mask(weight.shape[-1], stack, strict).to(weight)
         return F.conv2d(x, weight * mask, bias, padding=weight.shape[-1] // 2)
+    window = window_weight(weight, stack, strict)
+    if backend == "triton":
+        out = _WindowConv.apply(x, window, di0, dj0)
+        return out if bias is None else out + bias[:, None, None]
     shifted = F.pad(x, (-dj0, dj1, -di0, di1))
-    return F.conv2d(shifted, window_weight(weight, stack, strict), bias)
+    return F.conv2d(shifted, window, bias)
+
+
+def _channels_last(x: Tensor) -> Tensor:
+    """(B, C, H, W) -> a contiguous (B, H, W, C) (a view when x is channels_last already)."""
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def _flipped(window: Tensor, di0: int, dj0: int) -> tuple[Tensor, int, int]:
+    """The window (in, out, kh, kw) and corner whose convolution of the output gradient is the
+    input gradient: dx = conv(dy, flip(W)^T) at corner (-di0 - kh + 1, -dj0 - kw + 1)."""
+    kh, kw = window.shape[-2:]
+    return window.flip(2, 3).transpose(0, 1), -di0 - kh + 1, -dj0 - kw + 1
+
+
+def _window_conv(x: Tensor, window: Tensor, di0: int, dj0: int) -> Tensor:
+    """y[b, o, i, j] = sum_{c, a, e} window[o, c, a, e] x[b, c, i + di0 + a, j + dj0 + e] by the
+    Triton kernel (channels-last inside; the result is a channels_last (B, out, H, W))."""
+    kernels = dispatch.triton_kernels()
+    packed = window.permute(2, 3, 1, 0).reshape(-1, window.shape[1], window.shape[0])
+    out = kernels.masked_conv_window(
+        _channels_last(x), packed.contiguous(), None, di0, dj0, window.shape[-1],
+        acc_dtype=dispatch.accumulation_dtype(x.dtype), precision=dispatch.dot_precision(),
+    )  # fmt: skip
+    return out.permute(0, 3, 1, 2)
+
+
+def _window_grad(x: Tensor, grad_out: Tensor, di0: int, dj0: int, kh: int, kw: int) -> Tensor:
+    """grad_window (out, in, kh, kw) = sum_{b, i, j} grad_out[b, o, i, j] x[b, c, i + di0 + a,
+    j + dj0 + e] by the Triton kernel."""
+    kernels = dispatch.triton_kernels()
+    packed = kernels.masked_conv_grad_weight(
+        _channels_last(x), _channels_last(grad_out), di0, dj0, kh, kw,
+        acc_dtype=dispatch.accumulation_dtype(x.dtype), precision=dispatch.dot_precision(),
+    )  # fmt: skip
+    return packed.reshape(kh, kw, x.shape[1], grad_out.shape[1]).permute(3, 2, 0, 1)
+
+
+class _WindowConv(torch.autograd.Function):
+    """``_window_conv`` with its derivatives written in ``_WindowConv`` and ``_WindowGrad``
+    (so every order of derivative runs the kernels)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, window: Tensor, di0: int, dj0: int) -> Tensor:
+        ctx.save_for_backward(x, window)
+        ctx.corner = di0, dj0
+        return _window_conv(x, window, di0, dj0)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        x, window = ctx.saved_tensors
+        di0, dj0 = ctx.corner
+        grad_x = grad_window = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _WindowConv.apply(grad_out, *_flipped(window, di0, dj0))
+        if ctx.needs_input_grad[1]:
+            grad_window = _WindowGrad.apply(x, grad_out, di0, dj0, *window.shape[-2:])
+        return grad_x, grad_window, None, None
+
+
+class _WindowGrad(torch.autograd.Function):
+    """``_window_grad``, bilinear in (x, grad_out): its derivatives are window convolutions."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, grad_out: Tensor, di0: int, dj0: int, kh: int, kw: int) -> Tensor:
+        ctx.save_for_backward(x, grad_out)
+        ctx.corner = di0, dj0
+        return _window_grad(x, grad_out, di0, dj0, kh, kw)
+
+    @staticmethod
+    def backward(ctx, grad_grad: Tensor):
+        x, grad_out = ctx.saved_tensors
+        di0, dj0 = ctx.corner
+        grad_x = grad_g = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _WindowConv.apply(grad_out, *_flipped(grad_grad, di0, dj0))
+        if ctx.needs_input_grad[1]:
+            grad_g = _WindowConv.apply(x, grad_grad, di0, dj0)
+        return grad_x, grad_g, None, None, None, None
 
 
 def to_blocks(images: Tensor, patch: int) -> Tensor:

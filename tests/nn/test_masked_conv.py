@@ -19,7 +19,7 @@ from energyflow.ops.masked_conv import (
     tap_mask,
     to_blocks,
 )
-from tests.helpers import assert_close_scaled
+from tests.helpers import FUSED_BACKENDS, assert_close_scaled
 
 MASKS = [("vertical", True), ("vertical", False), ("horizontal", True), ("horizontal", False)]
 
@@ -37,6 +37,89 @@ def test_blocked_equals_dense_masked_reference(stack, strict, dtype, rtol, grid)
         dense = torch.nn.functional.conv2d(x, masked, bias, padding=kernel_size // 2)
         assert fast.shape == (3, cout, *grid)
         assert_close_scaled(fast, dense, rtol, f"{stack} strict={strict} k={kernel_size}")
+
+
+needs_triton = pytest.mark.skipif("triton" not in FUSED_BACKENDS, reason="triton not available")
+
+
+@needs_triton
+@pytest.mark.parametrize("stack,strict", MASKS)
+@pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
+def test_triton_kernel_equals_reference_with_gradients(stack, strict, dtype, rtol):
+    """The Triton path (interpreted here) against the dense masked reference: values and all
+    three gradients, odd grids (1 x 1, 3 x 17: not multiples of the tiles), 5 x 5 kernels,
+    channel counts beyond one tile, large offsets."""
+    for grid, kernel_size, cin, cout in (
+        ((1, 1), 3, 1, 2),
+        ((3, 17), 3, 19, 3),
+        ((5, 4), 5, 2, 17),
+    ):
+        x = (torch.randn(3, cin, *grid, dtype=dtype) * 5 + 50).requires_grad_()
+        weight = torch.randn(cout, cin, kernel_size, kernel_size, dtype=dtype, requires_grad=True)
+        bias = torch.randn(cout, dtype=dtype, requires_grad=True)
+        outs, grads = [], []
+        for backend in ("triton", "reference"):
+            out = block_masked_conv2d(x, weight, bias, stack=stack, strict=strict, backend=backend)
+            outs.append(out)
+            grads.append(torch.autograd.grad(out.square().sum(), [x, weight, bias]))
+        assert_close_scaled(outs[0], outs[1], rtol, "value")
+        for got, want, name in zip(grads[0], grads[1], ("x", "weight", "bias")):
+            assert_close_scaled(got, want, 10 * rtol, name)
+
+
+@needs_triton
+@pytest.mark.parametrize("stack,strict", MASKS)
+def test_triton_gradcheck_and_any_order(stack, strict):
+    """First and second derivatives by finite differences (fast mode: random projections; the
+    interpreter runs every launch in NumPy)."""
+    x = torch.randn(1, 2, 2, 3, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(2, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+
+    def conv(x, weight):
+        return block_masked_conv2d(x, weight, stack=stack, strict=strict, backend="triton")
+
+    assert gradcheck(conv, (x, weight), fast_mode=True)
+    assert gradgradcheck(conv, (x, weight), fast_mode=True)
+
+
+@needs_triton
+def test_triton_layouts_and_tf32_tolerance_path():
+    """Any strided input gives the contiguous input's values; torch's "high" fp32 matmul
+    precision selects tf32 tiles, held to tf32 tolerance (the interpreter computes tl.dot in
+    full fp32; benchmarks/gpu_check.sh checks the bound on a GPU)."""
+    base = torch.randn(3, 4, 5, 6)
+    weight = torch.randn(5, 4, 3, 3)
+    layouts = (
+        torch.empty(3, 4, 6, 5).transpose(2, 3).copy_(base),  # transposed
+        base.contiguous(memory_format=torch.channels_last),
+        torch.empty(3, 8, 5, 6)[:, ::2].copy_(base),  # sliced
+        base[:1].expand(3, -1, -1, -1),  # expanded
+    )
+    for x in layouts:
+        want = block_masked_conv2d(
+            x.contiguous(), weight, stack="vertical", strict=False, backend="reference"
+        )
+        got = block_masked_conv2d(x, weight, stack="vertical", strict=False, backend="triton")
+        assert_close_scaled(got, want, 2e-5, "layout")
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        got = block_masked_conv2d(base, weight, stack="vertical", strict=False, backend="triton")
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    want = block_masked_conv2d(
+        base.double(), weight.double(), stack="vertical", strict=False, backend="reference"
+    )
+    assert_close_scaled(got, want, 5e-3, "tf32")
+
+
+def test_triton_on_cpu_without_the_interpreter_is_refused(monkeypatch):
+    from energyflow.ops import dispatch
+
+    monkeypatch.setattr(dispatch, "triton_interpreted", lambda: False)
+    x, w = torch.randn(1, 1, 2, 2), torch.randn(1, 1, 3, 3)
+    with pytest.raises(ValueError, match="CUDA"):
+        block_masked_conv2d(x, w, stack="vertical", strict=True, backend="triton")
 
 
 def test_tap_masks_are_the_documented_windows():
@@ -114,6 +197,8 @@ def test_conv_errors_name_the_argument():
         block_masked_conv2d(x[0], w, stack="vertical", strict=True)
     with pytest.raises(ValueError, match="backend"):
         block_masked_conv2d(x, w, stack="vertical", strict=True, backend="cuda")
+    with pytest.raises(ValueError, match="bias"):
+        block_masked_conv2d(x, w, torch.randn(3), stack="vertical", strict=True)
     with pytest.raises(ValueError, match="divide"):
         to_blocks(torch.randn(1, 1, 6, 6), 4)
 
