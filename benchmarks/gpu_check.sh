@@ -14,6 +14,7 @@ mkdir -p benchmarks/results
 $PY benchmarks/gpu_validate.py | tee benchmarks/results/gpu_validate.txt
 cd benchmarks
 $PY bench_masked.py --device cuda --repeats 5 --name masked_cuda
+$PY bench_images.py --device cuda --repeats 5 --name images_cuda
 $PY bench_energy.py --device cuda --sizes 4096 16384 65536 --dims 16 64 --sliced-n 1000000 --name energy_cuda
 cd ..
 # Training on CUDA through the CLI: each model and objective briefly, bf16 + compile, a resume,

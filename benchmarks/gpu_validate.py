@@ -1,8 +1,9 @@
 """On a CUDA device: compiled Triton kernels against the reference (values and gradients).
 
-Pairwise power sums (fp64, fp32 ieee/tf32, bf16) and the block-masked linear layer (fp32, fp16,
-bf16; every activation). Prints one line per case and exits non-zero if any relative error
-exceeds its tolerance. Used by benchmarks/gpu_check.sh.
+Pairwise power sums (fp64, fp32 ieee/tf32, bf16), the block-masked convolution (fp32 ieee/tf32,
+bf16) and the block-masked linear layer (fp32, fp16, bf16; every activation). Prints one line
+per case and exits non-zero if any relative error exceeds its tolerance. Used by
+benchmarks/gpu_check.sh.
 """
 
 from __future__ import annotations
@@ -75,6 +76,24 @@ def masked_case(dtype: torch.dtype, activation: str) -> float:
     return max(rel_err(g, w) for g, w in zip(*results))
 
 
+def conv_case(dtype: torch.dtype, stack: str, strict: bool) -> float:
+    """Triton block-masked convolution vs the dense masked reference (fp64): values and the
+    input, weight and bias gradients, on a 7 x 7 grid (MNIST's 4 x 4 blocks), 16 -> 128
+    channels."""
+    from energyflow.ops.masked_conv import block_masked_conv2d
+
+    x = torch.randn(64, 16, 7, 7, device="cuda")
+    weight = torch.randn(128, 16, 3, 3, device="cuda") / 6
+    bias = torch.randn(128, device="cuda")
+    results = []
+    for backend, dt in (("triton", dtype), ("reference", torch.float64)):
+        tensors = [t.to(dt).requires_grad_() for t in (x, weight, bias)]
+        out = block_masked_conv2d(*tensors, stack=stack, strict=strict, backend=backend)
+        grads = torch.autograd.grad(out.double().square().sum(), tensors)
+        results.append([out.detach(), *grads])
+    return max(rel_err(g, w) for g, w in zip(*results))
+
+
 def main() -> int:
     if not torch.cuda.is_available():
         print("gpu_validate: no CUDA device")
@@ -108,6 +127,24 @@ def main() -> int:
                 f"masked linear {str(dtype)[6:]:>9} {activation:>5} "
                 f"{err:9.2e}{'  FAIL' if bad else ''}"
             )
+    conv_tolerance = {torch.float32: 1e-4, torch.bfloat16: 5e-2}
+    for dtype, tol in conv_tolerance.items():
+        for stack in ("vertical", "horizontal"):
+            for strict in (True, False):
+                err = conv_case(dtype, stack, strict)
+                bad = not err <= tol
+                failures += bad
+                print(
+                    f"masked conv {str(dtype)[6:]:>9} {stack:>10} strict={strict!s:>5} "
+                    f"{err:9.2e}{'  FAIL' if bad else ''}"
+                )
+    torch.set_float32_matmul_precision("high")
+    for stack in ("vertical", "horizontal"):
+        err = conv_case(torch.float32, stack, False)
+        bad = not err <= 2e-2
+        failures += bad
+        print(f"masked conv   float32 {stack:>10} tf32 {err:9.2e}{'  FAIL' if bad else ''}")
+    torch.set_float32_matmul_precision("highest")
     print(f"gpu_validate: {failures} failures")
     return 1 if failures else 0
 
