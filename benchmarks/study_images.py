@@ -23,7 +23,7 @@ Part ``mnist``: one run at MNIST size (28 x 28 images, 4 x 4 blocks, the CLI's d
 batch of 128, ``MNIST_FLAGS``) on synthetic images (random strokes), for the time per training
 step and the sampling throughput.
 
-    python benchmarks/study_images.py --part digits --budget 60
+    python benchmarks/study_images.py --part digits --budget 60 [--models "image (CLI defaults)"]
     python benchmarks/study_images.py --part ablation --budget 60 --seeds 0
     python benchmarks/study_images.py --part mnist --budget 120
 """
@@ -64,10 +64,12 @@ def _cli_run(scratch: Path, label: str, seed: int, budget: float) -> tuple:
     return load_model(out / "model.pt"), steps
 
 
-def run_digits(budget: float) -> dict:
+def run_digits(budget: float, models: list[str], stored: dict) -> dict:
+    """The rows of ``models`` (all when empty) run again; the others kept from ``stored``."""
     rows, shown = [], {}
+    chosen = [m for m in [*CLI_MODELS, *ZUKO_MODELS] if not models or m in models]
     with tempfile.TemporaryDirectory() as scratch:
-        for label in [*CLI_MODELS, *ZUKO_MODELS]:
+        for label in chosen:
             conditional = "--class-conditional" in CLI_MODELS.get(label, [])
             per_seed = []
             for seed in SEEDS:
@@ -103,13 +105,16 @@ def run_digits(budget: float) -> dict:
             row.update({key: summarise([r[key] for r in per_seed]) for key in per_seed[0]})
             print(json.dumps({k: v for k, v in row.items() if k != "runs"}), flush=True)
             rows.append(row)
-    for index, (label, (samples, dataset)) in enumerate(shown.items()):
+    order = [*CLI_MODELS, *ZUKO_MODELS]
+    for label, (samples, dataset) in shown.items():
         labels = dataset.labels_test if dataset.context_test is not None else None
         save_samples_png(
-            RESULTS / f"study_images_{index}.png", samples, dataset.test, dataset.image_shape,
-            label, labels=labels,
+            RESULTS / f"study_images_{order.index(label)}.png", samples, dataset.test,
+            dataset.image_shape, label, labels=labels,
         )  # fmt: skip
-    return {"rows": rows, "grids": [f"study_images_{i}.png" for i in range(len(shown))]}
+    kept = [r for r in stored.get("rows", []) if r["model"] not in chosen]
+    rows = sorted(kept + rows, key=lambda r: order.index(r["model"]))
+    return {"rows": rows, "grids": [f"study_images_{i}.png" for i in range(len(order))]}
 
 
 ABLATION = {
@@ -280,12 +285,15 @@ def main() -> None:
     parser.add_argument("--part", choices=("digits", "ablation", "mnist"), required=True)
     parser.add_argument("--budget", type=float, default=60.0, help="seconds of training per run")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS), help="ablation")
+    parser.add_argument(
+        "--models", nargs="+", default=[], help="digits: run only these rows again (by label)"
+    )
     args = parser.parse_args()
     stored = RESULTS / "study_images.json"
     saved = json.loads(stored.read_text()) if stored.exists() else {}
     saved["machine"] = machine_description("cpu")
     if args.part == "digits":
-        saved["digits"] = run_digits(args.budget)
+        saved["digits"] = run_digits(args.budget, args.models, saved.get("digits", {}))
     elif args.part == "ablation":
         saved["ablation"] = run_ablation(args.budget, args.seeds)
     else:

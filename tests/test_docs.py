@@ -60,8 +60,6 @@ def test_readme_command_lines_run(tmp_path, monkeypatch, small_reports):
     np.save("x.npy", rng.normal(size=(300, 3)).astype(np.float32))
     np.save("xo.npy", rng.normal(size=(2, 3)).astype(np.float32))
     np.save("labels.npy", np.arange(10))
-    np.save("my_images.npy", rng.random((40, 1, 4, 4)).astype(np.float32))
-    np.save("my_labels.npy", np.arange(40) % 2)
     ran = 0
     for words in _command_lines():
         if "cuda" in words and not torch.cuda.is_available():

@@ -20,6 +20,15 @@ from energyflow.ops.masked_conv import from_blocks, to_blocks
 
 __all__ = ["ImageGenerator", "default_patch"]
 
+# Where more than ATOM_SHARE of a channel's pixels sit exactly on its minimum (or maximum), say a
+# background of exact zeros, that bound lies RANGE_MARGIN of the range beyond it, so that those
+# pixels are reached at a finite pre-activation: a bound on such an atom drove the sigmoid into
+# saturation, where the outputs stop depending on the noise (a 28 x 28 run collapsed to blank
+# images so). Continuous data (dequantised pixels) keeps the exact bounds: a margin there let
+# background pixels fall below the data's minimum, which the boosted-tree C2ST read (digits:
+# 0.947 against 0.929).
+RANGE_MARGIN, ATOM_SHARE = 0.05, 1e-3
+
 
 def default_patch(height: int, width: int) -> int:
     """Block side for an image: 4 from 24 pixels on the short side (MNIST: a 7 x 7 grid of
@@ -42,7 +51,9 @@ class ImageGenerator(GenerativeModel):
     so ``fit``, the judges and the CLI take it as they take the others. Pixels are standardised
     per channel (one mean and scale per channel, not per pixel: the convolutions share weights
     across positions); outputs stay in the data's range per channel (a sigmoid between the
-    training data's minimum and maximum), so no sample has pixels outside it.
+    training data's minimum and maximum; a bound that many pixels sit on exactly, such as a
+    background of zeros, moved out by ``RANGE_MARGIN`` of the range), so no sample has pixels
+    outside it, or far outside it.
 
     Args:
         features: C H W (checked against ``image_shape``).
@@ -129,7 +140,8 @@ class ImageGenerator(GenerativeModel):
 
     def fit_standardisation(self, data: Tensor, context: Optional[Tensor] = None) -> None:
         """Per-channel mean and scale of ``data`` (N, C H W) as loc / scale, and each channel's
-        range (minimum, maximum) as the outputs' bounds; the context as the base class does."""
+        range (minimum, maximum; moved out by ``RANGE_MARGIN`` where more than ``ATOM_SHARE``
+        of the pixels sit on it) as the outputs' bounds; the context as the base class does."""
         super().fit_standardisation(data[:0], context)  # the context's only
         if len(data) < 2:
             return
@@ -142,8 +154,12 @@ class ImageGenerator(GenerativeModel):
             per_pixel = self.features // channels
             self.loc.copy_(mean.repeat_interleave(per_pixel))
             self.scale.copy_(scale.repeat_interleave(per_pixel))
-            self.low.copy_((pixels.min(1).values - mean) / scale)
-            self.high.copy_((pixels.max(1).values - mean) / scale)
+            low, high = pixels.min(1).values, pixels.max(1).values
+            margin = RANGE_MARGIN * (high - low)
+            on_low = (pixels == low[:, None]).double().mean(1) > ATOM_SHARE
+            on_high = (pixels == high[:, None]).double().mean(1) > ATOM_SHARE
+            self.low.copy_((low - on_low * margin - mean) / scale)
+            self.high.copy_((high + on_high * margin - mean) / scale)
 
     # images <-> grid ------------------------------------------------------------------------
     def _grid(self, rows: Tensor) -> Tensor:

@@ -8,7 +8,7 @@ import torch
 
 from energyflow import functional
 from energyflow.models import ImageGenerator, build_model, load_model
-from energyflow.models.image import default_patch
+from energyflow.models.image import RANGE_MARGIN, default_patch
 from energyflow.training.config import TrainConfig, check_setup, default_estimator
 from energyflow.training.fit import fit
 from energyflow.training.objective import Objective
@@ -24,14 +24,27 @@ def test_samples_are_images_within_each_channels_range():
     assert model.grid == (2, 3) and model.blocks == 6 and model.noise_features == 16 * 6
     model.fit_standardisation(data)
     samples = model.sample((500,)).reshape(500, 2, 4, 6)
-    for channel, high in ((0, 1.0), (1, 4.0)):
-        values = samples[:, channel]
-        pixels = data.reshape(-1, 2, 24)[:, channel]
+    for channel in (0, 1):  # continuous pixels: the exact range
+        values, pixels = samples[:, channel], data.reshape(-1, 2, 24)[:, channel]
         assert values.min() >= pixels.min() - 1e-5 and values.max() <= pixels.max() + 1e-5
-        assert values.max() <= high
     # per-channel standardisation: one loc and scale per channel
     assert model.loc.view(2, 24).std(1).max() == 0
     torch.testing.assert_close(model.loc.view(2, 24)[:, 0], data.view(-1, 2, 24).mean((0, 2)))
+
+
+def test_bounds_move_out_where_pixels_sit_on_the_extremes():
+    """A background of exact zeros (channel 0's minimum) moves that bound out by the margin;
+    continuous extremes (channel 0's maximum, channel 1) stay exact."""
+    data = _images(50)
+    data[:, 0, :2] = 0.0
+    model = ImageGenerator(48, (2, 4, 6), patch=2, hidden_channels=8)
+    model.fit_standardisation(data.flatten(1))
+    pixels = data.transpose(0, 1).reshape(2, -1)
+    width = pixels.amax(1) - pixels.amin(1)
+    scale, loc = model.scale[::24], model.loc[::24]
+    want_low = (pixels.amin(1) - torch.tensor([RANGE_MARGIN, 0.0]) * width - loc) / scale
+    torch.testing.assert_close(model.low, want_low)
+    torch.testing.assert_close(model.high, (pixels.amax(1) - loc) / scale)
 
 
 def test_block_samples_and_the_block_score_objective():
