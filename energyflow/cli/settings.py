@@ -132,27 +132,41 @@ class RunSettings:
         return cls(**{group: kind(**saved[group]) for group, kind in GROUPS.items()})
 
 
+# model options that only the image model takes, and those that only the flat models take
+IMAGE_OPTIONS = ("patch", "noise_channels")
+FLAT_OPTIONS = ("blocks", "residual", "noise_features", "mixture_components")
+
+
 def _model_with_recipe(options: ModelOptions, dataset: Dataset) -> ModelOptions:
     name = options.model or ("image" if dataset.images else "saef")
-    if name == "image":
-        if not dataset.images:
-            raise ValueError(
-                "--model image needs image data (digits-images, an image folder, an "
-                "(N, C, H, W) .npy or an MNIST IDX file)"
+    if name == "image" and not dataset.images:
+        raise ValueError(
+            "--model image needs image data (digits-images, an image folder, an (N, C, H, W) "
+            ".npy or an MNIST IDX file)"
+        )
+    foreign = FLAT_OPTIONS if name == "image" else IMAGE_OPTIONS
+    given = [f"--{key.replace('_', '-')}" for key in foreign if getattr(options, key) is not None]
+    if given:
+        raise ValueError(
+            f"{', '.join(given)} do(es) not apply to --model {name}"
+            + (
+                " (its blocks are p x p patches: --patch)"
+                if name == "image"
+                else " (they set the image model: --model image)"
             )
+        )
+    if name == "image":
         recipe = recommended_image_options(dataset.image_shape)
+        filled = {"patch": recipe["patch"], "noise_channels": recipe["noise_channels"]}
     else:
         recipe = recommended_model_options(dataset.features, name)
-    filled = {
-        "model": name,
-        "blocks": recipe.get("blocks", 1),
-        "hidden": list(recipe["hidden_features"]),
-        "residual": recipe.get("residual", False),
-        "noise_features": recipe.get("noise_features", dataset.features),
-        "mixture_components": recipe.get("mixture_components", 0),
-        "patch": recipe.get("patch", 1),
-        "noise_channels": recipe.get("noise_channels", 1),
-    }
+        filled = {
+            "blocks": recipe["blocks"],
+            "residual": recipe.get("residual", False),
+            "noise_features": recipe.get("noise_features", dataset.features),
+            "mixture_components": recipe.get("mixture_components", 0),
+        }
+    filled.update(model=name, hidden=list(recipe["hidden_features"]))
     options = replace(options, **{k: v for k, v in filled.items() if getattr(options, k) is None})
     if name == "image" and len(set(options.hidden)) != 1:
         raise ValueError(
@@ -224,7 +238,7 @@ def model_of(options: ModelOptions, dataset: Dataset) -> GenerativeModel:
     return build_model(
         options.model,
         dataset.features,
-        blocks=options.blocks if options.blocks > 0 else dataset.features,
+        blocks=options.blocks or dataset.features if options.blocks is not None else None,
         context_features=dataset.context_features,
         hidden_features=tuple(options.hidden),
         transforms=options.transforms,

@@ -20,13 +20,26 @@ def _pyplot():
     return plt
 
 
-def _picture(row: np.ndarray, image_shape: tuple[int, ...], low: float, high: float):
-    """A flattened image (C H W) as imshow takes it: (H, W, 3) in [0, 1] for three channels,
-    else the first channel (H, W)."""
-    image = row.reshape(image_shape)
-    if image.shape[0] != 3:
-        return image[0]
-    return np.clip((image.transpose(1, 2, 0) - low) / max(high - low, 1e-12), 0, 1)
+def _mosaic(grid: list[list], image_shape: tuple[int, ...], low: float, high: float) -> np.ndarray:
+    """One picture of a grid of flattened images (None: an empty cell), a 1-pixel white gap
+    between them: (rows, cols) gray values in the data's units, or (rows, cols, 3) in [0, 1]
+    for three channels (other channel counts show their first channel)."""
+    channels, height, width = image_shape
+    colour = channels == 3
+    cell_h, cell_w = height + 1, width + 1
+    shape = (len(grid) * cell_h + 1, len(grid[0]) * cell_w + 1) + ((3,) if colour else ())
+    canvas = np.full(shape, 1.0 if colour else low)
+    for r, line in enumerate(grid):
+        for c, row in enumerate(line):
+            if row is None:
+                continue
+            image = np.asarray(row, dtype=np.float64).reshape(image_shape)
+            if colour:
+                tile = np.clip((image.transpose(1, 2, 0) - low) / max(high - low, 1e-12), 0, 1)
+            else:
+                tile = image[0]
+            canvas[1 + r * cell_h : (r + 1) * cell_h, 1 + c * cell_w : (c + 1) * cell_w] = tile
+    return canvas
 
 
 def _image_grid_figure(
@@ -37,45 +50,41 @@ def _image_grid_figure(
     labels: Optional[np.ndarray],
 ):
     """Data (left) and samples (right), 6 rows of 8; with ``labels`` (one class per sample),
-    one row per class of up to 12 of its samples."""
+    one row per class of up to 12 of its samples. One mosaic, drawn once."""
     plt = _pyplot()
     low, high = float(np.min(data)), float(np.max(data))
     if labels is not None:
         classes = np.unique(labels)
         cols = 12
-        grid = [
-            [samples[labels == k][c] if c < (labels == k).sum() else None for c in range(cols)]
-            for k in classes
-        ]
-        names = [f"{k}" for k in classes]
+        grid = [[*samples[labels == k][:cols]] for k in classes]
+        grid = [line + [None] * (cols - len(line)) for line in grid]
         suptitle = f"{title}: one row per class"
     else:
         rows, cols = 6, 8
-        grid = [
-            [data[r * cols + c] if r * cols + c < len(data) else None for c in range(cols)]
-            + [None]
-            + [samples[r * cols + c] if r * cols + c < len(samples) else None for c in range(cols)]
-            for r in range(rows)
-        ]
-        names = None
+
+        def cells(source: np.ndarray, r: int) -> list:
+            return [
+                source[r * cols + c] if r * cols + c < len(source) else None for c in range(cols)
+            ]
+
+        grid = [cells(data, r) + [None] + cells(samples, r) for r in range(rows)]
         suptitle = f"data (left) vs {title} (right)"
-    height, width = len(grid), len(grid[0])
-    fig, axes = plt.subplots(
-        height, width, figsize=(width * 0.6 + 0.6, height * 0.6 + 0.4), squeeze=False
-    )
-    for r, line in enumerate(grid):
-        for c, row in enumerate(line):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.axis("off" if names is None or c else "on")
-            if c == 0 and names is not None:
-                ax.set_ylabel(names[r], rotation=0, labelpad=8, fontsize=7)
-                for spine in ax.spines.values():
-                    spine.set_visible(False)
-            if row is not None:
-                ax.imshow(_picture(row, image_shape, low, high), cmap="gray_r", vmin=low, vmax=high)
-    fig.suptitle(suptitle)
+    canvas = _mosaic(grid, image_shape, low, high)
+    height, width = canvas.shape[:2]
+    fig, ax = plt.subplots(figsize=(0.05 * width + 0.8, 0.05 * height + 0.6))
+    ax.imshow(canvas, cmap="gray_r", vmin=low, vmax=high, interpolation="nearest")
+    ax.set_xticks([])
+    if labels is not None:
+        cell = image_shape[1] + 1
+        ax.set_yticks(
+            [1 + cell * r + cell / 2 - 1 for r in range(len(grid))], [str(k) for k in classes]
+        )
+        ax.tick_params(length=0, labelsize=7)
+    else:
+        ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title(suptitle, fontsize=9)
     return fig
 
 

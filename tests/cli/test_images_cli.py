@@ -61,6 +61,11 @@ def test_image_run_class_conditional(tmp_path, capsys):
     assert "class accuracy" in capsys.readouterr().out
 
 
-def test_image_model_needs_image_data(tmp_path, capsys):
+def test_image_model_needs_image_data_and_its_own_options(tmp_path, capsys):
     args = ["train", "--data", "moons", "--model", "image", "--out", str(tmp_path / "r")]
     assert main(args) == 2 and "needs image data" in capsys.readouterr().err
+    args = ["train", "--data", "moons", "--patch", "2", "--out", str(tmp_path / "r")]
+    assert main(args) == 2 and "--patch do(es) not apply to --model saef" in capsys.readouterr().err
+    args = ["train", "--data", "digits-images", "--blocks", "4", "--out", str(tmp_path / "r")]
+    err = (main(args), capsys.readouterr().err)
+    assert err[0] == 2 and "--blocks do(es) not apply to --model image" in err[1]

@@ -106,3 +106,19 @@ def test_image_flags_on_tables_are_refused():
         load_dataset("digits-images", image_size=4)
     with pytest.raises(ValueError, match="--context-cols"):
         load_dataset("digits-images", context_cols=["0"])
+
+
+def test_sample_grids_of_any_channel_count(tmp_path):
+    from energyflow.training.plots import _mosaic, save_samples_png
+
+    rng = np.random.default_rng(3)
+    for shape in ((1, 4, 4), (2, 4, 6), (3, 4, 4)):
+        rows = rng.random((30, int(np.prod(shape)))).astype(np.float32)
+        path = tmp_path / f"{shape[0]}.png"
+        save_samples_png(path, rows, rows, shape, "model", labels=np.arange(30) % 3)
+        assert path.read_bytes()[:4] == b"\x89PNG"
+    # the mosaic puts each image in its cell, a white (the data's minimum) gap between them
+    image = np.arange(16.0).reshape(1, 4, 4)
+    canvas = _mosaic([[image.ravel(), None]], (1, 4, 4), low=-1.0, high=15.0)
+    assert canvas.shape == (6, 11) and (canvas[1:5, 1:5] == image[0]).all()
+    assert (canvas[0] == -1).all() and (canvas[1:5, 6:10] == -1).all()
