@@ -68,10 +68,11 @@ def test_triton_kernel_equals_reference_with_gradients(stack, strict, dtype, rto
 
 
 @needs_triton
-@pytest.mark.parametrize("stack,strict", MASKS)
+@pytest.mark.parametrize("stack,strict", [("vertical", True), ("horizontal", False)])
 def test_triton_gradcheck_and_any_order(stack, strict):
     """First and second derivatives by finite differences (fast mode: random projections; the
-    interpreter runs every launch in NumPy)."""
+    interpreter runs every launch in NumPy), on a strict and a non-strict window (the values
+    and gradients of all four are checked against the reference above)."""
     x = torch.randn(1, 2, 2, 3, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(2, 2, 3, 3, dtype=torch.float64, requires_grad=True)
 
