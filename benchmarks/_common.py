@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import json
 import os
 import platform
 import statistics
@@ -48,6 +49,14 @@ def machine_description(device: str) -> dict:
         except ImportError:
             pass
     return info
+
+
+def write_results(stem: str, payload: dict, table: str) -> None:
+    """Write results/<stem>.json (``payload``) and results/<stem>.md (``table``); print it."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(payload, indent=1))
+    (RESULTS / f"{stem}.md").write_text(table)
+    print(table)
 
 
 def _return_freed_memory() -> None:

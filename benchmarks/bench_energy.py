@@ -39,7 +39,7 @@ from typing import Callable, Optional
 import torch
 
 import energyflow as ef
-from _common import RESULTS, machine_description, measure
+from _common import RESULTS, machine_description, measure, write_results
 
 Step = Callable[[], None]
 FUSED = "energyflow"
@@ -436,11 +436,7 @@ def main() -> None:
         results["beta"] = beta_rows(args.device, 4096, args.dims, args.repeats)
     if "sliced" in args.parts and args.sliced_n:
         results["sliced"] = sliced_row(args.device, args.sliced_n, 16, 64)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps({"machine": machine, **results}, indent=1))
-    table = markdown(machine, results)
-    (RESULTS / f"{stem}.md").write_text(table)
-    print(table)
+    write_results(stem, {"machine": machine, **results}, markdown(machine, results))
 
 
 if __name__ == "__main__":

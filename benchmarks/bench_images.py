@@ -26,7 +26,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from _common import RESULTS, machine_description, measure
+from _common import machine_description, measure, write_results
 from energyflow.nn import SemiAutoregressiveConvNet
 
 # (image side, patch, channels C, hidden channels, layers, batch)
@@ -139,11 +139,7 @@ def main() -> None:
     rows = [row(args.device, *shape, args.repeats) for shape in GRID]
     threads = f"_{args.threads}thread" if args.threads else ""
     stem = args.name or f"images_{args.device}{threads}"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
-    table = markdown(machine, rows)
-    (RESULTS / f"{stem}.md").write_text(table)
-    print(table)
+    write_results(stem, {"machine": machine, "rows": rows}, markdown(machine, rows))
 
 
 if __name__ == "__main__":

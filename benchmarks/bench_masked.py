@@ -27,7 +27,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from _common import RESULTS, machine_description, measure
+from _common import machine_description, measure, write_results
 from energyflow.nn import SemiAutoregressiveMLP
 
 GRID = [(64, k, h, b) for h in (512, 1024) for b in (1024, 4096) for k in (2, 4, 8, 16, 32, 64)]
@@ -198,11 +198,7 @@ def main() -> None:
         rows += [row(args.device, *shape, args.repeats, train=False) for shape in SAMPLE_GRID]
     threads = f"_{args.threads}thread" if args.threads else ""
     stem = args.name or f"masked_{args.device}{threads}"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
-    table = markdown(machine, rows)
-    (RESULTS / f"{stem}.md").write_text(table)
-    print(table)
+    write_results(stem, {"machine": machine, "rows": rows}, markdown(machine, rows))
 
 
 if __name__ == "__main__":

@@ -70,15 +70,21 @@ def atomic_npy(
         del array
 
 
-def read_matrix_npy(path: Union[str, os.PathLike], flag: str) -> np.ndarray:
-    """A non-empty real (rows, columns) array from a ``.npy`` file (a vector is one column),
-    as float32 and finite; a ValueError naming ``flag`` and the file otherwise."""
+def load_npy(path: Union[str, os.PathLike], flag: str) -> np.ndarray:
+    """The array in the ``.npy`` file ``path`` (no pickles); a ValueError naming ``flag`` and
+    the file when it is missing or unreadable."""
     if not Path(path).is_file():
         raise ValueError(f"{flag} {path}: no such file")
     try:
-        values = np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:
         raise ValueError(f"{flag} {path}: not a readable numeric .npy ({err})") from None
+
+
+def read_matrix_npy(path: Union[str, os.PathLike], flag: str) -> np.ndarray:
+    """A non-empty real (rows, columns) array from a ``.npy`` file (a vector is one column),
+    as float32 and finite; a ValueError naming ``flag`` and the file otherwise."""
+    values = load_npy(path, flag)
     if not np.issubdtype(values.dtype, np.number) or np.iscomplexobj(values):
         raise ValueError(f"{flag} {path}: expected real numbers, got dtype {values.dtype}")
     values = values[:, None] if values.ndim == 1 else values

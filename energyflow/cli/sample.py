@@ -20,6 +20,7 @@ from energyflow._io import atomic_npy, read_matrix_npy
 from energyflow.cli.runs import load_run
 from energyflow.models import GenerativeModel
 from energyflow.models.base import SAMPLE_CHUNK_ROWS
+from energyflow.training.images import read_labels
 
 __all__ = ["cmd_sample"]
 
@@ -28,25 +29,15 @@ __all__ = ["cmd_sample"]
 IMAGE_CHUNK_ROWS = 1024
 
 
-def _read_labels(path: str, classes: int) -> torch.Tensor:
+def _one_hot_labels(path: str, classes: int) -> torch.Tensor:
     """One-hot rows (R, classes) of the R integer class labels in the .npy ``path``."""
-    if not Path(path).is_file():
-        raise ValueError(f"--context {path}: no such file")
-    try:
-        labels = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise ValueError(f"--context {path}: not a readable .npy ({err})") from None
-    if labels.ndim != 1 or not len(labels) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
-            f"--context {path}: this model is class-conditional: expected a non-empty 1-D array "
-            f"of integer class labels, got dtype {labels.dtype} and shape {labels.shape}"
-        )
-    if labels.min() < 0 or labels.max() >= classes:
+    labels = read_labels(path, "--context")
+    if labels.max() >= classes:
         raise ValueError(
             f"--context {path}: labels must be classes 0..{classes - 1}, got "
             f"{labels.min()}..{labels.max()}"
         )
-    return torch.eye(classes)[torch.as_tensor(labels, dtype=torch.long)]
+    return torch.eye(classes)[torch.as_tensor(labels)]
 
 
 def _read_context(path: Optional[str], model: GenerativeModel) -> torch.Tensor:
@@ -56,7 +47,7 @@ def _read_context(path: Optional[str], model: GenerativeModel) -> torch.Tensor:
             + (" (for an image model: one integer class label per row)" if _is_image(model) else "")
         )
     if _is_image(model):
-        return _read_labels(path, model.context_features).to(model.loc.device)
+        return _one_hot_labels(path, model.context_features).to(model.loc.device)
     values = read_matrix_npy(path, "--context")
     if values.shape[1] != model.context_features:
         raise ValueError(

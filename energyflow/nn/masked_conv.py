@@ -126,7 +126,7 @@ class SemiAutoregressiveConvNet(nn.Module):
         kernel_size: odd k of the masked convolutions.
         context_features: features of a context vector (e.g. a one-hot class), added to every
             layer of both stacks as a bias.
-        backend: of every masked convolution ("auto", "blocked", "reference").
+        backend: of every masked convolution ("auto", "triton", "blocked", "reference").
 
     Shapes: ``forward(x (B, block_channels, R, C), z (B, noise_channels, R, C), context (B,
     context_features) or None) -> (B, block_channels, R, C)``.

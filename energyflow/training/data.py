@@ -306,7 +306,7 @@ def _image_dataset(
         raise ValueError(
             f"--data {name_or_path}: {len(images)} images is too few (at least {MIN_ROWS})"
         )
-    classes = read_labels(labels, len(images)) if labels is not None else own_labels
+    classes = read_labels(labels, rows=len(images)) if labels is not None else own_labels
     conditional = labels is not None if class_conditional is None else class_conditional
     if conditional and classes is None:
         raise ValueError(

@@ -12,6 +12,8 @@ from typing import Optional
 
 import numpy as np
 
+from energyflow._io import load_npy
+
 DIGITS_IMAGES = "digits-images"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 IDX_IMAGES, IDX_LABELS = 2051, 2049  # MNIST's magic numbers: uint8 images, uint8 labels
@@ -176,22 +178,23 @@ def read_images(
     return images, labels
 
 
-def read_labels(path: str, rows: int) -> np.ndarray:
-    """One integer class per image (N,) from an .npy or an IDX label file (MNIST's)."""
+def read_labels(path: str, flag: str = "--labels", rows: Optional[int] = None) -> np.ndarray:
+    """Integer classes (N,) >= 0 from an .npy or an IDX label file (MNIST's); with ``rows``,
+    one per image. Errors name ``flag`` and the file."""
     file = Path(path)
-    if not file.is_file():
-        raise ValueError(f"--labels {path}: no such file")
-    if _idx_magic(file) == IDX_LABELS:
+    if file.is_file() and _idx_magic(file) == IDX_LABELS:
         labels = _read_idx(file)
     else:
-        try:
-            labels = np.load(file, allow_pickle=False)
-        except (ValueError, OSError) as err:
-            raise ValueError(f"--labels {path}: not an .npy or IDX label file ({err})") from None
-    if labels.ndim != 1 or len(labels) != rows:
+        labels = load_npy(path, flag)
+    if labels.ndim != 1 or not len(labels) or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(
-            f"--labels {path}: expected one label per image, shape ({rows},); got {labels.shape}"
+            f"{flag} {path}: expected a non-empty 1-D array of integer class labels, one label "
+            f"per image; got dtype {labels.dtype} and shape {labels.shape}"
         )
-    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
-        raise ValueError(f"--labels {path}: labels must be integers >= 0 (classes 0..K-1)")
+    if rows is not None and len(labels) != rows:
+        raise ValueError(
+            f"{flag} {path}: expected one label per image, shape ({rows},); got {labels.shape}"
+        )
+    if labels.min() < 0:
+        raise ValueError(f"{flag} {path}: labels must be integers >= 0 (classes 0..K-1)")
     return labels.astype(np.int64)
