@@ -397,9 +397,8 @@ def markdown(machine: dict, payload: dict) -> str:
             "",
             "## Ablation (SAEF K=1, 10^4 simulations; `s`: seconds per run)",
             "",
-            "Measured before the strong judges: the C2ST column is the sbibm MLP C2ST (marked "
-            "*); the compare table above shows how far the strong C2ST reads above it (0.01-0.09 "
-            "on these tasks).",
+            "Rows marked * were measured before the strong judges: their C2ST is the sbibm MLP "
+            "C2ST, which the compare table above shows reading below the strong one.",
             "",
             "| task | variant | s | C2ST |",
             "|---|---|---:|---:|",
