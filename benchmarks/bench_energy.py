@@ -116,17 +116,27 @@ def baseline_step(name: str, x: torch.Tensor, y: torch.Tensor) -> Optional[Step]
     return keops_step(x, y) if name == "keops" else geomloss_step(x, y)
 
 
-def warm_up(device: str, baselines: tuple[str, ...]) -> None:
+def warm_up(device: str, baselines: tuple[str, ...]) -> tuple[str, ...]:
     """One call of every method on tiny inputs before anything is measured: one-time start-up
     costs belong to the process, not to a problem size (the first call of any
-    ``torch.library`` custom op imports ``torch._dynamo``, ~145 MB of Python modules)."""
+    ``torch.library`` custom op imports ``torch._dynamo``, ~145 MB of Python modules; KeOps
+    compiles its formulas). Returns the baselines that ran: one that fails here (a KeOps that
+    cannot compile on this machine, say) is left out of the tables with a printed reason."""
     x = torch.randn(64, 4, device=device, requires_grad=True)
     y = torch.randn(64, 4, device=device, requires_grad=True)
     fused_step(x, y)()
+    working = []
     for name in baselines:
         step = baseline_step(name, x, y)
-        if step is not None:
+        if step is None:
+            continue
+        try:
             step()
+        except Exception as error:  # a baseline library broken here must not stop the run
+            print(f"baseline {name!r} left out: {type(error).__name__}: {error}"[:500])
+            continue
+        working.append(name)
+    return tuple(working)
 
 
 def distance_rows(
@@ -413,7 +423,7 @@ def main() -> None:
     results = json.loads(saved.read_text()) if saved.exists() else {}
     saved_machine = results.get("machine", {})
     results = {part: results.get(part, []) for part in PARTS}
-    warm_up(args.device, tuple(args.baselines))
+    baselines = warm_up(args.device, tuple(args.baselines))
     if "distance" in args.parts:
         fresh = distance_rows(
             args.device,
@@ -422,7 +432,7 @@ def main() -> None:
             args.repeats,
             budget,
             args.slow_limit,
-            tuple(args.baselines),
+            baselines,
         )
         measured = f"measured {saved_machine['date']}" if "date" in saved_machine else "earlier run"
         other_sizes = [r for r in results["distance"] if r["N"] not in args.sizes]

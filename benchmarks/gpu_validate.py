@@ -4,15 +4,42 @@ Pairwise power sums (fp64, fp32 ieee/tf32, bf16), the block-masked convolution (
 bf16) and the block-masked linear layer (fp32, fp16, bf16; every activation). Prints one line
 per case and exits non-zero if any relative error exceeds its tolerance. Used by
 benchmarks/gpu_check.sh.
+
+Each case runs every kernel with ONE of its autotune configurations, the next case the next one
+(``pin_configs``): every tile shape gets checked on several problems, and each case compiles one
+variant instead of autotuning all of them (minutes of compiles on a short device lease).
 """
 
 from __future__ import annotations
 
+import itertools
 import sys
+import time
 
 import torch
+from triton.runtime.autotuner import Autotuner
 
 import energyflow as ef
+import energyflow.kernels as kernels
+
+TUNERS = {
+    tuner: list(tuner.configs)
+    for name, module in sys.modules.items()
+    if name.startswith(kernels.__name__ + ".")
+    for tuner in vars(module).values()
+    if isinstance(tuner, Autotuner)
+}
+CASE_NUMBER = itertools.count()
+
+
+def pin_configs() -> int:
+    """Give every autotuned kernel the next of its configurations, alone (so none is timed);
+    returns its number in ``kernels.tiling``'s list."""
+    index = next(CASE_NUMBER)
+    for tuner, configs in TUNERS.items():
+        tuner.configs = [configs[index % len(configs)]]
+    return index % len(next(iter(TUNERS.values())))
+
 
 SHAPES = [
     (1, 1, 1),
@@ -69,7 +96,7 @@ def masked_case(dtype: torch.dtype, activation: str) -> float:
     for backend, dt in (("triton", dtype), ("reference", torch.float64)):
         layer_dt = layer.to(dt)
         layer_dt.backend = backend
-        xx = x.to(dt).requires_grad_()
+        xx = x.to(dtype).to(dt).requires_grad_()  # both see the rounded input
         out = layer_dt(xx)
         grads = torch.autograd.grad(out.double().sum(), [xx, layer_dt.weight, layer_dt.bias])
         results.append([out.detach(), *grads])
@@ -87,11 +114,27 @@ def conv_case(dtype: torch.dtype, stack: str, strict: bool) -> float:
     bias = torch.randn(128, device="cuda")
     results = []
     for backend, dt in (("triton", dtype), ("reference", torch.float64)):
-        tensors = [t.to(dt).requires_grad_() for t in (x, weight, bias)]
+        tensors = [t.to(dtype).to(dt).requires_grad_() for t in (x, weight, bias)]
         out = block_masked_conv2d(*tensors, stack=stack, strict=strict, backend=backend)
         grads = torch.autograd.grad(out.double().square().sum(), tensors)
         results.append([out.detach(), *grads])
     return max(rel_err(g, w) for g, w in zip(*results))
+
+
+class Report:
+    """Prints one line per case (with the pinned configuration's number) and counts failures."""
+
+    def __init__(self) -> None:
+        self.failures = 0
+        self.start = time.perf_counter()
+
+    def __call__(self, label: str, err: float, tol: float, config: int) -> None:
+        bad = not err <= tol
+        self.failures += bad
+        print(f"{label} {err:9.2e}  config {config}{'  FAIL' if bad else ''}", flush=True)
+
+    def section(self, name: str) -> None:
+        print(f"-- {name} ({time.perf_counter() - self.start:.0f} s so far)", flush=True)
 
 
 def main() -> int:
@@ -104,49 +147,41 @@ def main() -> int:
         (torch.float32, "tf32"): 2e-2,
         (torch.bfloat16, "ieee"): 3e-2,
     }
-    failures = 0
+    report = Report()
+    report.section("pairwise power sums")
     print(f"{'N':>5} {'M':>5} {'D':>4} {'beta':>4} {'dtype':>9} {'dot':>5} {'rel err':>9}")
     for (dtype, precision), tol in tolerance.items():
         for n, m, d in SHAPES:
+            config = pin_configs()
             for beta in BETAS:
                 err = case(n, m, d, beta, dtype, precision)
-                bad = not err <= tol
-                failures += bad
-                print(
-                    f"{n:5d} {m:5d} {d:4d} {beta:4.1f} {str(dtype)[6:]:>9} {precision:>5} "
-                    f"{err:9.2e}{'  FAIL' if bad else ''}"
-                )
+                label = f"{n:5d} {m:5d} {d:4d} {beta:4.1f} {str(dtype)[6:]:>9} {precision:>5}"
+                report(label, err, tol, config)
     torch.set_float32_matmul_precision("highest")
+    report.section("block-masked linear")
     masked_tolerance = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 5e-2}
     for dtype, tol in masked_tolerance.items():
         for activation in ("none", "relu", "gelu", "silu", "tanh", "elu"):
-            err = masked_case(dtype, activation)
-            bad = not err <= tol
-            failures += bad
-            print(
-                f"masked linear {str(dtype)[6:]:>9} {activation:>5} "
-                f"{err:9.2e}{'  FAIL' if bad else ''}"
-            )
-    conv_tolerance = {torch.float32: 1e-4, torch.bfloat16: 5e-2}
-    for dtype, tol in conv_tolerance.items():
+            config = pin_configs()
+            label = f"masked linear {str(dtype)[6:]:>9} {activation:>5}"
+            report(label, masked_case(dtype, activation), tol, config)
+    report.section("block-masked convolution")
+    conv_cases = [
+        (dtype, "highest", tol) for dtype, tol in ((torch.float32, 1e-4), (torch.bfloat16, 5e-2))
+    ]
+    conv_cases.append((torch.float32, "high", 2e-2))  # tf32 tiles
+    for dtype, matmul_precision, tol in conv_cases:
+        torch.set_float32_matmul_precision(matmul_precision)
         for stack in ("vertical", "horizontal"):
             for strict in (True, False):
-                err = conv_case(dtype, stack, strict)
-                bad = not err <= tol
-                failures += bad
-                print(
-                    f"masked conv {str(dtype)[6:]:>9} {stack:>10} strict={strict!s:>5} "
-                    f"{err:9.2e}{'  FAIL' if bad else ''}"
-                )
-    torch.set_float32_matmul_precision("high")
-    for stack in ("vertical", "horizontal"):
-        err = conv_case(torch.float32, stack, False)
-        bad = not err <= 2e-2
-        failures += bad
-        print(f"masked conv   float32 {stack:>10} tf32 {err:9.2e}{'  FAIL' if bad else ''}")
+                config = pin_configs()
+                label = f"masked conv {str(dtype)[6:]:>9} {matmul_precision:>7} {stack:>10}"
+                label += f" strict={strict!s:>5}"
+                report(label, conv_case(dtype, stack, strict), tol, config)
     torch.set_float32_matmul_precision("highest")
-    print(f"gpu_validate: {failures} failures")
-    return 1 if failures else 0
+    report.section("done")
+    print(f"gpu_validate: {report.failures} failures")
+    return 1 if report.failures else 0
 
 
 if __name__ == "__main__":
