@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "grouped_addmm.h"
 #include "masked_step.h"
 #include "row_stats_kernel_variants.h"
 
@@ -176,7 +177,7 @@ std::vector<at::Tensor> energy_score_direct(const at::Tensor& samples, const at:
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() =
       "energyflow CPU kernels (pairwise energy row statistics, small-m energy score, cached "
-      "masked steps)";
+      "masked steps, grouped GEMMs of masked strips)";
   m.def("kernel_variant", [] { return energyflow_cpu::use_avx2_fma() ? "avx2" : "generic"; },
         "the compiled variant of the kernels that runs here: 'avx2' (AVX2 + FMA) or 'generic'");
   m.def("row_stats", &row_stats,
@@ -209,6 +210,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "feedback[3k+2]; false (nothing computed) unless every slice takes the skinny kernel",
         py::arg("buffers"), py::arg("weights"), py::arg("biases"), py::arg("tables"),
         py::arg("feedback"), py::arg("activations"), py::arg("residual"), py::arg("tile_rows"),
+        py::call_guard<py::gil_scoped_release>());
+  m.def("grouped_addmm_", &energyflow_cpu::grouped_addmm_,
+        "out[i] = beta * out[i] + a[i] @ b[i] for every i, in place, the products side by side "
+        "(one thread each, largest first): the strips of a block-masked layer",
+        py::arg("out"), py::arg("a"), py::arg("b"), py::arg("beta"),
         py::call_guard<py::gil_scoped_release>());
   m.def("energy_score_direct", &energy_score_direct,
         "per-target energy scores of samples (B,m,D) against target (B,D) from all pairs, and "

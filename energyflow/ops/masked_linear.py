@@ -70,8 +70,9 @@ def _blocked_forward(
     x: Tensor, weight: Tensor, bias: Optional[Tensor], prefix: Tensor, mask: Tensor,
     groups: list[int], activation: str, keep_preactivation: bool,
 ) -> tuple[Tensor, Optional[Tensor]]:  # fmt: skip
-    cut = masked_strips.cuts(groups, weight.shape[1], x.shape[0], x).forward
-    z = masked_strips.forward(x, weight * mask, bias, cut)  # strips read masked entries
+    cuts = masked_strips.cuts(groups, weight.shape[1], x.shape[0], x)
+    # strips read masked entries
+    z = masked_strips.forward(x, weight * mask, bias, cuts.forward, cuts.grouped[0])
     if activation == "none":
         return z, None
     if activation == "relu":  # in place: the backward reads the output, as torch's relu does
@@ -82,15 +83,15 @@ def _blocked_forward(
 def _blocked_grad_input(
     grad_z: Tensor, weight: Tensor, first_out: Tensor, mask: Tensor, groups: list[int]
 ) -> Tensor:
-    cut = masked_strips.cuts(groups, weight.shape[1], grad_z.shape[0], grad_z).grad_input
-    return masked_strips.grad_input(grad_z, weight * mask, cut)
+    cuts = masked_strips.cuts(groups, weight.shape[1], grad_z.shape[0], grad_z)
+    return masked_strips.grad_input(grad_z, weight * mask, cuts.grad_input, cuts.grouped[1])
 
 
 def _blocked_grad_weight(
     grad_z: Tensor, x: Tensor, prefix: Tensor, mask: Tensor, groups: list[int]
 ) -> Tensor:
-    cut = masked_strips.cuts(groups, x.shape[1], grad_z.shape[0], x).grad_weight
-    return masked_strips.grad_weight(grad_z, x, cut).mul_(mask)
+    cuts = masked_strips.cuts(groups, x.shape[1], grad_z.shape[0], x)
+    return masked_strips.grad_weight(grad_z, x, cuts.grad_weight, cuts.grouped[2]).mul_(mask)
 
 
 # ---- triton: tile-skipping kernels ------------------------------------------------------------
@@ -407,7 +408,7 @@ def _time_dense_and_strips(
 
         return run
 
-    dense_time, strips_time = masked_strips.medians_in_turn([timed(dense), timed(strips)], like)
+    dense_time, strips_time = masked_strips.fastest_in_turn([timed(dense), timed(strips)], like)
     return dense_time < STRIPS_MIN_GAIN * strips_time
 
 

@@ -11,10 +11,14 @@ covers beyond a row's own prefix add zeros):
                                                                   add, r: the run's first row
 
 One strip is the dense masked product (what nflows / zuko compute); one strip per group does the
-least arithmetic, (K+1)/(2K) of dense, but in K small GEMMs. Which cut is fastest depends on the
-shapes, the batch, the machine and its threads, so ``cuts`` times the candidate cuts of each
-pass the first time it meets a layer shape, batch bucket, dtype and thread count, and keeps the
-fastest for the process (``ENERGYFLOW_MASKED_STRIPS=G`` fixes G strips instead, for every pass).
+least arithmetic, (K+1)/(2K) of dense, but in K small GEMMs. A cut's GEMMs run one after
+another, each on all threads, or *grouped*: side by side, one thread each, in the C++ extension
+(``grouped_addmm_``; on the CPU with more than one thread), where few threads share many small
+products better than each product shares the threads. Which cut and which of the two is fastest
+depends on the shapes, the batch, the machine and its threads, so ``cuts`` times the candidates
+of each pass the first time it meets a layer shape, batch bucket, dtype and thread count, and
+keeps the fastest for the process (``ENERGYFLOW_MASKED_STRIPS=G`` fixes G strips run one after
+another instead, for every pass).
 Work too small to time well (``TIMED_MIN_WORK``) takes the dense cut: there a single GEMM wins.
 Timed alone, a pass runs with its operands in cache; whether the strips also win inside a network,
 with the layer's other costs, the ``auto`` backend measures on the whole layer
@@ -30,6 +34,8 @@ from typing import Callable, Optional
 
 import torch
 from torch import Tensor
+
+from energyflow.ops import dispatch
 
 Strip = tuple[int, int, int]  # forward / weight grad: (row start, row end, prefix);
 #                               input grad: (col start, col end, first row reading them)
@@ -94,11 +100,13 @@ def cut(kind: str, groups: list[tuple[int, int, int]], count: int) -> tuple[Stri
 
 @dataclass(frozen=True)
 class LayerCuts:
-    """The cut of each pass (``Strip`` tuples) for one layer shape and batch bucket."""
+    """The cut of each pass (``Strip`` tuples) for one layer shape and batch bucket, and whether
+    each pass runs its strips grouped (``grouped_addmm_``) or one after another."""
 
     forward: tuple[Strip, ...]
     grad_input: tuple[Strip, ...]
     grad_weight: tuple[Strip, ...]
+    grouped: tuple[bool, bool, bool] = (False, False, False)
 
     def dense(self, with_gradients: bool) -> bool:
         """Whether the forward pass (and both gradients if ``with_gradients``) is one strip."""
@@ -143,9 +151,11 @@ def cuts(groups: list[int], in_features: int, rows: int, like: Tensor) -> LayerC
     return chosen
 
 
-def medians_in_turn(runs: list[Callable[[], object]], like: Tensor) -> list[float]:
-    """Median seconds of each of ``runs`` on ``like``'s device, timed in turn (A, B, A, B, ...)
-    ``TIMING_REPEATS`` times after a warm-up round, so that drifts of the machine hit all alike."""
+def fastest_in_turn(runs: list[Callable[[], object]], like: Tensor) -> list[float]:
+    """The fastest of ``TIMING_REPEATS`` timings (seconds) of each of ``runs`` on ``like``'s
+    device, timed in turn (A, B, A, B, ...) after a warm-up round. The work is the same every
+    time, so the fastest run is its cost and the slower ones carry what else the machine did:
+    a median still let one busy moment of a shared machine pick the slower candidate."""
     sync = torch.cuda.synchronize if like.device.type == "cuda" else (lambda: None)
     samples: list[list[float]] = [[] for _ in runs]
     for round_ in range(TIMING_REPEATS + 1):
@@ -156,7 +166,13 @@ def medians_in_turn(runs: list[Callable[[], object]], like: Tensor) -> list[floa
             sync()
             if round_:
                 kept.append(time.perf_counter() - start)
-    return [sorted(kept)[len(kept) // 2] for kept in samples]
+    return [min(kept) for kept in samples]
+
+
+def grouping_available(like: Tensor) -> bool:
+    """Whether strips can run grouped for tensors like ``like``: CPU tensors, the C++ extension
+    built, more than one thread to share."""
+    return like.device.type == "cpu" and torch.get_num_threads() > 1 and dispatch.cpp_available()
 
 
 def _fastest(
@@ -168,54 +184,90 @@ def _fastest(
     dz = torch.full((rows, out_features), 0.5, **options)
     weight = torch.full((out_features, in_features), 0.5, **options)
 
-    def runner(kind: str, candidate: tuple[Strip, ...]) -> Callable[[], Tensor]:
+    def runner(kind: str, strips: tuple[Strip, ...], grouped: bool) -> Callable[[], Tensor]:
         if kind == "forward":
-            return lambda: forward(x, weight, None, candidate)
+            return lambda: forward(x, weight, None, strips, grouped)
         if kind == "grad_input":
-            return lambda: grad_input(dz, weight, candidate)
-        return lambda: grad_weight(dz, x, candidate)
+            return lambda: grad_input(dz, weight, strips, grouped)
+        return lambda: grad_weight(dz, x, strips, grouped)
 
-    chosen = []
+    modes = (False, True) if grouping_available(like) else (False,)
+    chosen, grouped = [], []
     for kind in KINDS:
         counts = [count for count in CANDIDATE_COUNTS if count <= len(groups)]
-        candidates = list(dict.fromkeys(cut(kind, groups, count) for count in counts))
-        medians = medians_in_turn([runner(kind, candidate) for candidate in candidates], like)
-        chosen.append(candidates[min(range(len(candidates)), key=medians.__getitem__)])
-    return LayerCuts(*chosen)
+        cuts_ = list(dict.fromkeys(cut(kind, groups, count) for count in counts))
+        candidates = [(c, mode) for mode in modes for c in cuts_ if len(c) > 1 or not mode]
+        times = fastest_in_turn([runner(kind, *candidate) for candidate in candidates], like)
+        best, mode = candidates[min(range(len(candidates)), key=times.__getitem__)]
+        chosen.append(best)
+        grouped.append(mode)
+    return LayerCuts(*chosen, grouped=tuple(grouped))
 
 
 # ---- the three passes over a cut (the masked weight is given: entries past a prefix are 0) ----
-def forward(x: Tensor, masked_weight: Tensor, bias: Optional[Tensor], cut: tuple[Strip, ...]):
+def _addmm_each(
+    out: list[Tensor], lhs: list[Tensor], rhs: list[Tensor], beta: float, grouped: bool
+) -> None:
+    """out[i] = beta out[i] + lhs[i] @ rhs[i] for every i: side by side in the C++ extension
+    (``grouped``), else one after another."""
+    if grouped:
+        dispatch.cpp_module().grouped_addmm_(out, lhs, rhs, beta)
+        return
+    for target, a, b in zip(out, lhs, rhs):
+        target.addmm_(a, b, beta=beta)
+
+
+def forward(
+    x: Tensor,
+    masked_weight: Tensor,
+    bias: Optional[Tensor],
+    cut: tuple[Strip, ...],
+    grouped: bool = False,
+) -> Tensor:
     """x (M, in) -> x Wm^T + b (M, out), one GEMM per strip."""
     rows = (x.shape[0], masked_weight.shape[0])
     if bias is None:
         z = x.new_zeros(rows)
     else:
         z = torch.empty(rows, dtype=x.dtype, device=x.device).copy_(bias.expand(rows))
-    for start, end, prefix in cut:
-        if prefix:
-            z[:, start:end].addmm_(x[:, :prefix], masked_weight[start:end, :prefix].t())
+    strips = [(start, end, prefix) for start, end, prefix in cut if prefix]
+    _addmm_each(
+        [z[:, start:end] for start, end, _ in strips],
+        [x[:, :prefix] for _, _, prefix in strips],
+        [masked_weight[start:end, :prefix].t() for start, end, prefix in strips],
+        1.0,
+        grouped,
+    )
     return z
 
 
-def grad_input(dz: Tensor, masked_weight: Tensor, cut: tuple[Strip, ...]) -> Tensor:
+def grad_input(
+    dz: Tensor, masked_weight: Tensor, cut: tuple[Strip, ...], grouped: bool = False
+) -> Tensor:
     """dz (M, out) -> dz Wm (M, in), one GEMM per strip of inputs; unread inputs get 0."""
     dx = dz.new_empty(dz.shape[0], masked_weight.shape[1])
-    covered = 0
-    for col_start, col_end, first_row in cut:
-        dx[:, col_start:col_end].addmm_(
-            dz[:, first_row:], masked_weight[first_row:, col_start:col_end], beta=0
-        )
-        covered = col_end
+    _addmm_each(
+        [dx[:, col_start:col_end] for col_start, col_end, _ in cut],
+        [dz[:, first_row:] for _, _, first_row in cut],
+        [masked_weight[first_row:, col_start:col_end] for col_start, col_end, first_row in cut],
+        0.0,
+        grouped,
+    )
+    covered = cut[-1][1] if cut else 0
     dx[:, covered:].zero_()
     return dx
 
 
-def grad_weight(dz: Tensor, x: Tensor, cut: tuple[Strip, ...]) -> Tensor:
+def grad_weight(dz: Tensor, x: Tensor, cut: tuple[Strip, ...], grouped: bool = False) -> Tensor:
     """dz (M, out), x (M, in) -> dz^T x over the strips (out, in); 0 outside them (the caller
     masks the entries inside a strip past each row's prefix)."""
     dw = x.new_zeros(dz.shape[1], x.shape[1])
-    for start, end, prefix in cut:
-        if prefix:
-            dw[start:end, :prefix].addmm_(dz[:, start:end].t(), x[:, :prefix], beta=0)
+    strips = [(start, end, prefix) for start, end, prefix in cut if prefix]
+    _addmm_each(
+        [dw[start:end, :prefix] for start, end, prefix in strips],
+        [dz[:, start:end].t() for start, end, _ in strips],
+        [x[:, :prefix] for _, _, prefix in strips],
+        0.0,
+        grouped,
+    )
     return dw

@@ -3,6 +3,8 @@ level slices, activation derivatives and torch.compile."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -125,12 +127,24 @@ def _values_and_grads(layer, x, seed):
     return [out.detach(), *grads]
 
 
+@pytest.mark.parametrize("grouped", [False, True])
 @pytest.mark.parametrize("count", ["1", "2", "3", "1000"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_every_strip_count_matches_the_reference(monkeypatch, count, dtype):
+def test_every_strip_count_matches_the_reference(monkeypatch, count, dtype, grouped):
     """ENERGYFLOW_MASKED_STRIPS fixes the cut: one strip (dense) to one per group, on uneven
-    levels (a level without inputs, inputs nobody reads) with garbage in the masked entries."""
+    levels (a level without inputs, inputs nobody reads) with garbage in the masked entries;
+    each pass's strips run in turn or grouped (the C++ extension's side-by-side GEMMs)."""
+    from energyflow.ops import dispatch, masked_strips
+
+    if grouped and not dispatch.cpp_available():
+        pytest.skip("the C++ extension is not built")
     monkeypatch.setenv("ENERGYFLOW_MASKED_STRIPS", count)
+    fixed_cuts = masked_strips.cuts
+    monkeypatch.setattr(
+        masked_strips,
+        "cuts",
+        lambda *args: dataclasses.replace(fixed_cuts(*args), grouped=(grouped,) * 3),
+    )
     for strict in (True, False):
         layer = BlockMaskedLinear(
             levels([3, 0, 17, 1, 20, 2]), levels([5, 2, 19, 1, 11, 4]), strict=strict,
@@ -199,3 +213,52 @@ def test_the_whole_layer_timing_runs_both_paths():
             plan, 64, torch.empty(0), True, "gelu", with_gradients
         )
         assert isinstance(verdict, bool)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_grouped_strips_match_the_strips_one_after_another(dtype):
+    """The C++ grouped GEMMs (side by side, one thread each) give each pass the same values as
+    the GEMMs run in turn: every cut of uneven levels, garbage past the prefixes."""
+    from energyflow.ops import dispatch, masked_strips
+
+    if not dispatch.cpp_available():
+        pytest.skip("the C++ extension is not built")
+    torch.manual_seed(3)
+    plan = BlockMaskedLinear(
+        levels([3, 0, 17, 1, 20, 2]), levels([5, 2, 19, 1, 11, 4]), strict=True
+    ).plan
+    groups = masked_strips.out_groups(plan.flat_groups)
+    x = torch.randn(257, plan.in_features, dtype=dtype)
+    dz = torch.randn(257, plan.out_features, dtype=dtype)
+    weight = torch.randn(plan.out_features, plan.in_features, dtype=dtype)
+    bias = torch.randn(plan.out_features, dtype=dtype)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for count in (1, 2, 3, len(groups)):
+            for kind, run in (
+                ("forward", lambda c, g: masked_strips.forward(x, weight, bias, c, g)),
+                ("grad_input", lambda c, g: masked_strips.grad_input(dz, weight, c, g)),
+                ("grad_weight", lambda c, g: masked_strips.grad_weight(dz, x, c, g)),
+            ):
+                strips = masked_strips.cut(kind, groups, count)
+                want, got = run(strips, False), run(strips, True)
+                assert_close_scaled(got, want, 1e-12 if dtype == torch.float64 else 1e-5, kind)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_grouped_addmm_refuses_mismatched_products():
+    from energyflow.ops import dispatch
+
+    if not dispatch.cpp_available():
+        pytest.skip("the C++ extension is not built")
+    grouped_addmm_ = dispatch.cpp_module().grouped_addmm_
+    out = torch.zeros(4, 3)
+    with pytest.raises(RuntimeError, match=r"product 0 has shapes \[4, 2\] @ \[5, 3\]"):
+        grouped_addmm_([out], [torch.ones(4, 2)], [torch.ones(5, 3)], 1.0)
+    with pytest.raises(RuntimeError, match="the same length"):
+        grouped_addmm_([out], [], [], 1.0)
+    grouped_addmm_([out[:, :2], out[:, 2:]], [torch.ones(4, 2)] * 2, [torch.ones(2, 2),
+                   torch.ones(2, 1)], 1.0)  # fmt: skip
+    assert (out == 2).all()
