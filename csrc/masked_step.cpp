@@ -254,7 +254,7 @@ void raw_tile(const std::vector<RawLayer>& layers, const std::vector<int64_t>& t
 
 }  // namespace
 
-bool masked_generate(const std::vector<at::Tensor>& buffers,
+void masked_generate(const std::vector<at::Tensor>& buffers,
                      const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& biases,
                      const std::vector<int64_t>& tables, const std::vector<int64_t>& feedback,
                      const std::vector<std::string>& activations,
@@ -266,29 +266,44 @@ bool masked_generate(const std::vector<at::Tensor>& buffers,
                   static_cast<int64_t>(feedback.size()) == 3 * steps && tile_rows >= 1,
               "energyflow._C.masked_generate: 3 ints per layer and step, 3 per step of feedback");
 #ifdef EF_HAVE_SKINNY
-  if (!raw_generate_possible(buffers, weights, biases, tables, activations)) return false;
-  std::vector<RawLayer> raw;
-  for (int64_t l = 0; l < layers; ++l) {
-    raw.push_back({buffers[l].data_ptr<float>(), buffers[l].stride(0),
-                   weights[l].data_ptr<float>(), weights[l].stride(0),
-                   biases[l].numel() ? biases[l].data_ptr<float>() : nullptr,
-                   buffers[l + 1].data_ptr<float>(), buffers[l + 1].stride(0),
-                   activations[l] == "relu", residual[l]});
-  }
-  float* inputs = buffers[0].data_ptr<float>();
-  const float* outputs = buffers[layers].data_ptr<float>();
-  const int64_t ld_inputs = buffers[0].stride(0), ld_outputs = buffers[layers].stride(0);
-  // Rows are independent: each tile of rows runs all K steps while its activations stay in cache.
-  at::parallel_for(0, buffers[0].size(0), tile_rows, [&](int64_t r0, int64_t r1) {
-    for (int64_t m0 = r0; m0 < r1; m0 += tile_rows) {
-      raw_tile(raw, tables, feedback, inputs, ld_inputs, outputs, ld_outputs, m0,
-               std::min(r1, m0 + tile_rows));
+  if (raw_generate_possible(buffers, weights, biases, tables, activations)) {
+    std::vector<RawLayer> raw;
+    for (int64_t l = 0; l < layers; ++l) {
+      raw.push_back({buffers[l].data_ptr<float>(), buffers[l].stride(0),
+                     weights[l].data_ptr<float>(), weights[l].stride(0),
+                     biases[l].numel() ? biases[l].data_ptr<float>() : nullptr,
+                     buffers[l + 1].data_ptr<float>(), buffers[l + 1].stride(0),
+                     activations[l] == "relu", residual[l]});
     }
-  });
-  return true;
-#else
-  return false;
+    float* inputs = buffers[0].data_ptr<float>();
+    const float* outputs = buffers[layers].data_ptr<float>();
+    const int64_t ld_inputs = buffers[0].stride(0), ld_outputs = buffers[layers].stride(0);
+    // Rows are independent: each tile of rows runs all K steps while its activations stay in
+    // cache.
+    at::parallel_for(0, buffers[0].size(0), tile_rows, [&](int64_t r0, int64_t r1) {
+      for (int64_t m0 = r0; m0 < r1; m0 += tile_rows) {
+        raw_tile(raw, tables, feedback, inputs, ld_inputs, outputs, ld_outputs, m0,
+                 std::min(r1, m0 + tile_rows));
+      }
+    });
+    return;
+  }
 #endif
+  // Wider level slices (or other dtypes, activations, CPUs): all rows a step at a time, each
+  // slice a GEMM (masked_step), with no Python between the steps.
+  at::NoGradGuard no_grad;
+  for (int64_t k = 0; k < steps; ++k) {
+    const int64_t* copy = &feedback[3 * k];
+    if (copy[1] > copy[0]) {
+      at::Tensor data = buffers[0].narrow(1, copy[2], copy[1] - copy[0]);
+      data.copy_(buffers[layers].narrow(1, copy[0], copy[1] - copy[0]));
+    }
+    for (int64_t l = 0; l < layers; ++l) {
+      at::Tensor out = buffers[l + 1];
+      layer_slice(buffers[l], weights[l], biases[l], out, &tables[3 * (k * layers + l)],
+                  activations[l], residual[l]);
+    }
+  }
 }
 
 }  // namespace energyflow_cpu

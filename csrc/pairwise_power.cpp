@@ -207,7 +207,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("masked_generate", &energyflow_cpu::masked_generate,
         "all K cached steps of a generator, rows in tiles (see masked_step); before step k the "
         "last layer's outputs [feedback[3k], feedback[3k+1]) go to input columns from "
-        "feedback[3k+2]; false (nothing computed) unless every slice takes the skinny kernel",
+        "feedback[3k+2]; rows in tiles where every slice takes the skinny kernel, else all rows "
+        "a step at a time",
         py::arg("buffers"), py::arg("weights"), py::arg("biases"), py::arg("tables"),
         py::arg("feedback"), py::arg("activations"), py::arg("residual"), py::arg("tile_rows"),
         py::call_guard<py::gil_scoped_release>());

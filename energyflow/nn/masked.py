@@ -449,13 +449,13 @@ class SemiAutoregressiveMLP(nn.Module):
 
     def _generate_native(
         self, state: SteppingState, z: Optional[Tensor], context: Optional[Tensor]
-    ) -> Optional[Tensor]:
-        """All K steps in the C++ extension, rows in tiles of ``GENERATE_TILE_ROWS`` that each
-        run every step while their activations stay in cache: the input buffer holds the
-        context and all noise from the start (a step reads only the noise of its block and
-        before), and each output block is copied to its data columns before the next step.
-        None where the extension's row kernel cannot take every level slice (fp32, AVX2, at
-        most 16 units a level, relu or no activation): full-batch steps are faster there."""
+    ) -> Tensor:
+        """All K steps in the C++ extension: the input buffer holds the context and all noise
+        from the start (a step reads only the noise of its block and before), and each output
+        block is copied to its data columns before the next step. Where the extension's row
+        kernel takes every level slice (fp32, AVX2, at most 16 units a level, relu or no
+        activation), rows run in tiles of ``GENERATE_TILE_ROWS`` that each run every step while
+        their activations stay in cache; else all rows a step at a time, a GEMM per slice."""
         like = state.caches[0].buffer
         rows = like.shape[0]
         inputs = self._level_ordered(
@@ -466,11 +466,11 @@ class SemiAutoregressiveMLP(nn.Module):
         buffers, weights, biases = self._step_arguments(state)
         buffers[0] = inputs
         tables = [bound for table in self._step_tables for bound in table]
-        done = dispatch.cpp_module().masked_generate(
+        dispatch.cpp_module().masked_generate(
             buffers, weights, biases, tables, self._generate_feedback, self._step_activations,
             self._step_residual, GENERATE_TILE_ROWS,
         )  # fmt: skip
-        return buffers[-1].reshape(*state.lead, self.features) if done else None
+        return buffers[-1].reshape(*state.lead, self.features)
 
     def _step_arguments(self, state: SteppingState) -> tuple[list, list, list]:
         buffers = [cache.buffer for cache in state.caches]
@@ -510,9 +510,7 @@ class SemiAutoregressiveMLP(nn.Module):
             raise ValueError("generate needs feedback= when out_multiplier > 1")
         state = self.start(z, context, batch_shape=batch_shape)
         if feedback is None and self._native_step(state):
-            generated = self._generate_native(state, z, context)
-            if generated is not None:
-                return generated
+            return self._generate_native(state, z, context)
         blocks: list[Tensor] = []
         for k in range(self.blocks):
             out = self.step(state, blocks[-1] if blocks else None)

@@ -238,11 +238,12 @@ def test_cached_steps_computed_in_place_equal_the_full_network(activation):
 def test_the_extensions_generate_and_steps_equal_the_python_steps(
     monkeypatch, activation, residual, hidden
 ):
-    """fp32 on the C++ extension: relu networks with at most 16 units a level run all steps in
-    row tiles (131 rows: tiles of 64, 64 and 3, an odd row pair), others a call per step (the
-    row kernel for narrow slices, addmm for wider ones); both equal the same steps in Python,
-    and the generated samples are a fixed point of the network. Uneven levels: prefixes that
-    are not multiples of 8, levels of 1 to 11 units and of 18 and 19."""
+    """fp32 on the C++ extension: relu networks with at most 16 units a level generate all steps
+    in row tiles (131 rows: tiles of 64, 64 and 3, an odd row pair), others all rows a step at
+    a time in the same call (the row kernel for narrow slices, addmm for wider ones), and
+    ``step`` makes a call per step; all equal the same steps in Python, and the generated
+    samples are a fixed point of the network. Uneven levels: prefixes that are not multiples of
+    8, levels of 1 to 11 units and of 18 and 19."""
     from energyflow.ops import dispatch
 
     if not dispatch.cpp_available():
