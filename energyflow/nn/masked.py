@@ -317,7 +317,7 @@ class SemiAutoregressiveMLP(nn.Module):
         self._step_tables = [[bound for group in step for bound in group] for step in groups]
         self._step_widths = [[end - start for start, end, _ in step] for step in groups]
         self._step_activations = [layer.activation for layer in layers]
-        self._step_residual = [self._is_residual(index) for index in range(len(layers))]
+        self._residual_layers = [self._is_residual(index) for index in range(len(layers))]
         # before step k, output block k - 1 (the last layer's rows of level 2k - 2) goes to the
         # input columns of data block k - 1 (level 2k - 2)
         self._generate_feedback = [0, 0, 0]
@@ -362,8 +362,8 @@ class SemiAutoregressiveMLP(nn.Module):
         self._check("z", z, self.noise_features, x.shape[:-1])
         self._check("context", context, self.context_features, x.shape[:-1])
         h = self._level_ordered(x, z, context)
-        for index, layer in enumerate(self.layers):
-            h = h + layer(h) if self._is_residual(index) else layer(h)
+        for layer, residual in zip(self.layers, self._residual_layers):
+            h = h + layer(h) if residual else layer(h)
         return h
 
     def _level_ordered(self, x: Tensor, z: Optional[Tensor], context: Optional[Tensor]) -> Tensor:
@@ -416,7 +416,7 @@ class SemiAutoregressiveMLP(nn.Module):
             new = [cache.reserve(width) for cache, width in zip(state.caches[1:], widths)][-1]
             cpp = dispatch.cpp_module()
             cpp.masked_step(*self._step_arguments(state), self._step_tables[k - 1],
-                            self._step_activations, self._step_residual)  # fmt: skip
+                            self._step_activations, self._residual_layers)  # fmt: skip
             state.next_block = k + 1
             return new.reshape(*state.lead, -1)
         below = inputs.prefix()
@@ -468,7 +468,7 @@ class SemiAutoregressiveMLP(nn.Module):
         tables = [bound for table in self._step_tables for bound in table]
         dispatch.cpp_module().masked_generate(
             buffers, weights, biases, tables, self._generate_feedback, self._step_activations,
-            self._step_residual, GENERATE_TILE_ROWS,
+            self._residual_layers, GENERATE_TILE_ROWS,
         )  # fmt: skip
         return buffers[-1].reshape(*state.lead, self.features)
 

@@ -354,22 +354,25 @@ def _dense_is_faster(
     runs this layer at least about as fast as the blocked strips: the forward pass (and the
     backward if ``with_gradients``) of both, timed in turn on the whole layer the first time a
     shape, batch bucket, dtype and thread count is met. Timed alone, a strip pass runs with its
-    operands in cache and often looks faster than it is inside a network."""
+    operands in cache and often looks faster than it is inside a network. The verdict is kept
+    per key, so a layer's later calls cost one dictionary lookup."""
     rows = x.shape[0]
-    layer_cuts = masked_strips.cuts(plan.flat_groups, plan.in_features, rows, x)
-    if layer_cuts.dense(with_gradients):
-        return True
-    if masked_strips.fixed_count() is not None:
-        return False
+    fixed = masked_strips.fixed_count()
     bucket = masked_strips.batch_bucket(rows)
-    key = (tuple(plan.flat_groups), plan.in_features, bucket, x.dtype, x.device.type,
-           torch.get_num_threads(), has_bias, activation, with_gradients)  # fmt: skip
-    if key not in _DENSE_FASTER:
-        timed_rows = min(bucket, 2 * masked_strips.TIMED_MAX_ROWS)
-        _DENSE_FASTER[key] = _time_dense_and_strips(
-            plan, timed_rows, x, has_bias, activation, with_gradients
-        )
-    return _DENSE_FASTER[key]
+    key = (plan.out_groups, plan.in_features, bucket, x.dtype, x.device.type,
+           torch.get_num_threads(), has_bias, activation, with_gradients, fixed)  # fmt: skip
+    verdict = _DENSE_FASTER.get(key)
+    if verdict is None:
+        layer_cuts = masked_strips.cuts(plan.flat_groups, plan.in_features, rows, x)
+        if layer_cuts.dense(with_gradients) or fixed is not None:
+            verdict = layer_cuts.dense(with_gradients)
+        else:
+            timed_rows = min(bucket, 2 * masked_strips.TIMED_MAX_ROWS)
+            verdict = _time_dense_and_strips(
+                plan, timed_rows, x, has_bias, activation, with_gradients
+            )
+        _DENSE_FASTER[key] = verdict
+    return verdict
 
 
 def _time_dense_and_strips(
@@ -434,9 +437,9 @@ def masked_linear(
     product.
     """
     x, weight, bias = _autocast_inputs(x, weight, bias)
-    mask = mask.to(weight.dtype)  # a no-op but under autocast
-    lead = x.shape[:-1]
-    flat = x.reshape(-1, x.shape[-1])
+    if mask.dtype != weight.dtype:  # under autocast
+        mask = mask.to(weight.dtype)
+    flat = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
     if backend == "blocked" and dense_when_faster and not torch.compiler.is_compiling():
         if _dense_is_faster(
             plan, flat, bias is not None, activation, _needs_grad(flat, weight, bias)
@@ -458,7 +461,7 @@ def masked_linear(
             keep,
             backend,
         )
-    return out.reshape(*lead, plan.out_features)
+    return out if x.dim() == 2 else out.reshape(*x.shape[:-1], plan.out_features)
 
 
 _ACTIVATIONS_IN_PLACE: dict[str, Callable[[Tensor], Tensor]] = {
