@@ -33,7 +33,7 @@ from _common import machine_description, measure, write_results
 from energyflow.nn import SemiAutoregressiveMLP
 
 GRID = [(64, k, h, b) for h in (512, 1024) for b in (1024, 4096) for k in (2, 4, 8, 16, 32, 64)]
-GRID += [(16, 4, 256, 1024)]
+GRID += [(16, 4, 256, 1024), (16, 4, 256, 1), (64, 8, 512, 1)]  # a small network; one row
 SAMPLE_GRID = [(64, k, 512, 10000) for k in (2, 4, 8, 16, 32, 64)]
 QUICK_GRID = [(64, 8, 512, 1024), (64, 64, 512, 1024), (16, 4, 256, 1024)]
 # On a GPU these networks are launch-bound at batch 1024: the CUDA grid goes to the batches where
