@@ -23,7 +23,7 @@ def test_gaussian_linear_posterior_reaches_c2st_055():
     torch.manual_seed(0)
     flow = BlockAffineFlow(10, 10, transforms=2, context_features=10, hidden_features=(128, 128))
     posterior = fit_posterior(
-        theta, x, model=flow, beta=1.0, samples_per_target=8, lr=1e-3, batch_size=256, steps=700
+        theta, x, model=flow, beta=1.0, samples_per_target=8, lr=1e-3, batch_size=256, steps=400
     )
     for i in (0, 1):
         draws, reference = (
