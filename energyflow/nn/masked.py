@@ -425,7 +425,7 @@ class SemiAutoregressiveMLP(nn.Module):
             start, end = layer.level_rows(2 * k)
             slot = cache.reserve(end - start)  # without autograd: computed in the cache
             new = layer.forward_level(below, 2 * k, out=slot)
-            if self._is_residual(index):
+            if self._residual_layers[index]:
                 new = new + below[:, start:end] if slot is None else new.add_(below[:, start:end])
             if slot is None:
                 cache.append(new)

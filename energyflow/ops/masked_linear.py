@@ -363,9 +363,11 @@ def _dense_is_faster(
            torch.get_num_threads(), has_bias, activation, with_gradients, fixed)  # fmt: skip
     verdict = _DENSE_FASTER.get(key)
     if verdict is None:
-        layer_cuts = masked_strips.cuts(plan.flat_groups, plan.in_features, rows, x)
-        if layer_cuts.dense(with_gradients) or fixed is not None:
-            verdict = layer_cuts.dense(with_gradients)
+        dense = masked_strips.cuts(plan.flat_groups, plan.in_features, rows, x).dense(
+            with_gradients
+        )
+        if dense or fixed is not None:
+            verdict = dense
         else:
             timed_rows = min(bucket, 2 * masked_strips.TIMED_MAX_ROWS)
             verdict = _time_dense_and_strips(

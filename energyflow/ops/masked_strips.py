@@ -195,8 +195,8 @@ def _fastest(
     chosen, grouped = [], []
     for kind in KINDS:
         counts = [count for count in CANDIDATE_COUNTS if count <= len(groups)]
-        cuts_ = list(dict.fromkeys(cut(kind, groups, count) for count in counts))
-        candidates = [(c, mode) for mode in modes for c in cuts_ if len(c) > 1 or not mode]
+        options = list(dict.fromkeys(cut(kind, groups, count) for count in counts))
+        candidates = [(c, mode) for mode in modes for c in options if len(c) > 1 or not mode]
         times = fastest_in_turn([runner(kind, *candidate) for candidate in candidates], like)
         best, mode = candidates[min(range(len(candidates)), key=times.__getitem__)]
         chosen.append(best)
