@@ -38,6 +38,7 @@ if os.environ.get("ENERGYFLOW_NO_EXT", "0") != "1":
                 "csrc/row_stats_avx2.cpp",
                 "csrc/masked_step.cpp",
                 "csrc/grouped_addmm.cpp",
+                "csrc/masked_rows.cpp",
             ],
             depends=[str(header) for header in sorted(Path("csrc").glob("*.h"))],
             extra_compile_args={"cxx": cxx_flags},

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "grouped_addmm.h"
+#include "masked_rows.h"
 #include "masked_step.h"
 #include "row_stats_kernel_variants.h"
 
@@ -177,7 +178,7 @@ std::vector<at::Tensor> energy_score_direct(const at::Tensor& samples, const at:
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() =
       "energyflow CPU kernels (pairwise energy row statistics, small-m energy score, cached "
-      "masked steps, grouped GEMMs of masked strips)";
+      "masked steps, grouped GEMMs of masked strips, masked layers at a few rows)";
   m.def("kernel_variant", [] { return energyflow_cpu::use_avx2_fma() ? "avx2" : "generic"; },
         "the compiled variant of the kernels that runs here: 'avx2' (AVX2 + FMA) or 'generic'");
   m.def("row_stats", &row_stats,
@@ -216,6 +217,19 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "out[i] = beta * out[i] + a[i] @ b[i] for every i, in place, the products side by side "
         "(one thread each, largest first): the strips of a block-masked layer",
         py::arg("out"), py::arg("a"), py::arg("b"), py::arg("beta"),
+        py::call_guard<py::gil_scoped_release>());
+  m.def("masked_rows_forward", &energyflow_cpu::masked_rows_forward,
+        "z = x (W * mask)^T + b at a few batch rows, reading each weight row's allowed prefix "
+        "once; groups = [start, end, prefix, ...] of the output rows",
+        py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("groups"),
+        py::call_guard<py::gil_scoped_release>());
+  m.def("masked_rows_grad_input", &energyflow_cpu::masked_rows_grad_input,
+        "dx = dz (W * mask) at a few batch rows (see masked_rows_forward)",
+        py::arg("grad_z"), py::arg("weight"), py::arg("groups"),
+        py::call_guard<py::gil_scoped_release>());
+  m.def("masked_rows_grad_weight", &energyflow_cpu::masked_rows_grad_weight,
+        "dW = (dz^T x) * mask at a few batch rows (see masked_rows_forward)",
+        py::arg("grad_z"), py::arg("x"), py::arg("groups"),
         py::call_guard<py::gil_scoped_release>());
   m.def("energy_score_direct", &energy_score_direct,
         "per-target energy scores of samples (B,m,D) against target (B,D) from all pairs, and "

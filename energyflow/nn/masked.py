@@ -30,8 +30,9 @@ class BlockMaskedLinear(nn.Module):
     (tile-skipping kernels with the activation in the epilogue, CUDA default) or
     ``"reference"`` (dense W * M).
     The weight is stored dense with its masked entries held at zero (they never get a gradient).
-    On the CPU, ``"auto"`` runs the blocked strips where the timing at first use found them
-    faster, else the dense masked product (``ops.masked_strips``).
+    On the CPU, ``"auto"`` runs whichever of the dense masked product, the blocked strips and (at
+    a few batch rows) the C++ row kernel timed fastest on the layer at first use
+    (``ops.masked_linear``).
 
     Shapes: x (..., in_features) -> (..., out_features).
 
@@ -111,7 +112,7 @@ class BlockMaskedLinear(nn.Module):
             mask=self.mask,
             activation=self.activation,
             backend=self._backend(x),
-            dense_when_faster=self.backend == "auto",
+            choose_fastest=self.backend == "auto",
         )
 
     def forward_level(self, x_prefix: Tensor, level: int, out: Optional[Tensor] = None) -> Tensor:

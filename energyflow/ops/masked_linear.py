@@ -13,7 +13,12 @@ Backends (``dispatch.MASKED_BACKENDS``):
 - ``"reference"`` multiplies a dense weight by the mask (what nflows / zuko do), differentiated
   by torch's autograd: the correctness oracle.
 
-The fused backends sit in one table, ``MASKED_LINEAR``, behind three custom ops (forward with
+On the CPU, ``"auto"`` runs each layer with the fastest of the dense masked product, the blocked
+strips and, at a few batch rows, the extension's row kernel (internal name ``"rows"``: every pass
+reads or writes the allowed weight entries once, where the dense product moves the whole weight
+four to five times), timed on the whole layer at first use.
+
+The fused kernels sit in one table, ``MASKED_LINEAR``, behind three custom ops (forward with
 autograd, input gradient, weight gradient), so they compile like the pairwise ops. All paths
 agree to rounding; the masked weight entries always get a zero gradient.
 """
@@ -73,6 +78,13 @@ def _blocked_forward(
     cuts = masked_strips.cuts(groups, weight.shape[1], x.shape[0], x)
     # strips read masked entries
     z = masked_strips.forward(x, weight * mask, bias, cuts.forward, cuts.grouped[0])
+    return _activated(z, activation, keep_preactivation)
+
+
+def _activated(
+    z: Tensor, activation: str, keep_preactivation: bool
+) -> tuple[Tensor, Optional[Tensor]]:
+    """act(z) computed from a fresh pre-activation z, and z itself if kept for the backward."""
     if activation == "none":
         return z, None
     if activation == "relu":  # in place: the backward reads the output, as torch's relu does
@@ -92,6 +104,28 @@ def _blocked_grad_weight(
 ) -> Tensor:
     cuts = masked_strips.cuts(groups, x.shape[1], grad_z.shape[0], x)
     return masked_strips.grad_weight(grad_z, x, cuts.grad_weight, cuts.grouped[2]).mul_(mask)
+
+
+# ---- rows: a few batch rows in the C++ extension, each pass over the allowed weights once -----
+def _rows_forward(
+    x: Tensor, weight: Tensor, bias: Optional[Tensor], prefix: Tensor, mask: Tensor,
+    groups: list[int], activation: str, keep_preactivation: bool,
+) -> tuple[Tensor, Optional[Tensor]]:  # fmt: skip
+    bias = x.new_empty(0) if bias is None else bias
+    z = dispatch.cpp_module().masked_rows_forward(x, weight, bias, groups)
+    return _activated(z, activation, keep_preactivation)
+
+
+def _rows_grad_input(
+    grad_z: Tensor, weight: Tensor, first_out: Tensor, mask: Tensor, groups: list[int]
+) -> Tensor:
+    return dispatch.cpp_module().masked_rows_grad_input(grad_z, weight, groups)
+
+
+def _rows_grad_weight(
+    grad_z: Tensor, x: Tensor, prefix: Tensor, mask: Tensor, groups: list[int]
+) -> Tensor:
+    return dispatch.cpp_module().masked_rows_grad_weight(grad_z, x, groups)
 
 
 # ---- triton: tile-skipping kernels ------------------------------------------------------------
@@ -147,6 +181,7 @@ class MaskedLinearKernels:
 MASKED_LINEAR: dict[str, MaskedLinearKernels] = {
     "blocked": MaskedLinearKernels(_blocked_forward, _blocked_grad_input, _blocked_grad_weight),
     "triton": MaskedLinearKernels(_triton_forward, _triton_grad_input, _triton_grad_weight),
+    "rows": MaskedLinearKernels(_rows_forward, _rows_grad_input, _rows_grad_weight),
 }
 
 
@@ -342,44 +377,62 @@ def _autocast_inputs(
     return x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
 
 
-# ---- auto on the CPU: the strips only where the whole layer runs faster with them ------------
-STRIPS_MIN_GAIN = 1.05  # the dense product's time over the strips' needed to run the strips
-_DENSE_FASTER: dict[tuple, bool] = {}
+# ---- auto on the CPU: the fastest of the dense product, the strips and the row kernel ---------
+STRIPS_MIN_GAIN = 1.05  # the strips run only where the dense product takes this much longer
+ROWS_MAX_BATCH = 16  # the row kernel is a candidate for batches of at most this many rows
+_AUTO_BACKEND: dict[tuple, str] = {}
 
 
-def _dense_is_faster(
+def _auto_backend(
     plan: MaskPlan, x: Tensor, has_bias: bool, activation: str, with_gradients: bool
-) -> bool:
-    """Whether torch's dense masked product (``F.linear(x, W * mask, b)``, as nflows / zuko)
-    runs this layer at least about as fast as the blocked strips: the forward pass (and the
-    backward if ``with_gradients``) of both, timed in turn on the whole layer the first time a
-    shape, batch bucket, dtype and thread count is met. Timed alone, a strip pass runs with its
-    operands in cache and often looks faster than it is inside a network. The verdict is kept
-    per key, so a layer's later calls cost one dictionary lookup."""
+) -> str:
+    """The backend that runs this layer fastest on the CPU: ``"reference"`` (torch's dense
+    masked product, ``F.linear(x, W * mask, b)`` as nflows / zuko), ``"blocked"`` (the strips;
+    a candidate where their cuts are not the dense one) or ``"rows"`` (the extension's row
+    kernel; a candidate at up to ``ROWS_MAX_BATCH`` rows of fp32 / fp64). The forward pass (and
+    the backward if ``with_gradients``) of each candidate is timed in turn on the whole layer the
+    first time a shape, batch bucket, dtype and thread count is met. The strips must beat the
+    dense product by ``STRIPS_MIN_GAIN``: timed alone, a strip pass runs with its operands in
+    cache and often looks faster than it is inside a network. The choice is kept per key, so a
+    layer's later calls cost one dictionary lookup."""
     rows = x.shape[0]
     fixed = masked_strips.fixed_count()
     bucket = masked_strips.batch_bucket(rows)
     key = (plan.out_groups, plan.in_features, bucket, x.dtype, x.device.type,
            torch.get_num_threads(), has_bias, activation, with_gradients, fixed)  # fmt: skip
-    verdict = _DENSE_FASTER.get(key)
-    if verdict is None:
+    choice = _AUTO_BACKEND.get(key)
+    if choice is None:
         dense = masked_strips.cuts(plan.flat_groups, plan.in_features, rows, x).dense(
             with_gradients
         )
-        if dense or fixed is not None:
-            verdict = dense
+        if fixed is not None:  # ENERGYFLOW_MASKED_STRIPS: the strips it fixes, nothing timed
+            choice = "reference" if dense else "blocked"
         else:
-            timed_rows = min(bucket, 2 * masked_strips.TIMED_MAX_ROWS)
-            verdict = _time_dense_and_strips(
-                plan, timed_rows, x, has_bias, activation, with_gradients
-            )
-        _DENSE_FASTER[key] = verdict
-    return verdict
+            candidates = ["reference"] + ([] if dense else ["blocked"])
+            if bucket <= ROWS_MAX_BATCH and _rows_available(x):
+                candidates.append("rows")
+            choice = candidates[0]
+            if len(candidates) > 1:
+                timed_rows = min(bucket, 2 * masked_strips.TIMED_MAX_ROWS)
+                choice = _fastest_backend(
+                    plan, timed_rows, x, has_bias, activation, with_gradients, candidates
+                )
+        _AUTO_BACKEND[key] = choice
+    return choice
 
 
-def _time_dense_and_strips(
-    plan: MaskPlan, rows: int, like: Tensor, has_bias: bool, activation: str, with_gradients: bool
-) -> bool:
+def _rows_available(x: Tensor) -> bool:
+    return (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.float64)
+        and dispatch.cpp_available()
+    )
+
+
+def _fastest_backend(
+    plan: MaskPlan, rows: int, like: Tensor, has_bias: bool, activation: str,
+    with_gradients: bool, candidates: list[str],
+) -> str:  # fmt: skip
     generator = torch.Generator(device=like.device).manual_seed(0)
     options = dict(dtype=like.dtype, device=like.device)
     mask = plan.mask(like.dtype).to(like.device)
@@ -395,26 +448,26 @@ def _time_dense_and_strips(
     prefix, first_out = plan.prefix.to(like.device), plan.first_out.to(like.device)
     keep = activation not in ("none", "relu") and with_gradients
 
-    def dense() -> Tensor:
-        x, weight, bias = tensors.values()
-        return ACTIVATIONS[activation](F.linear(x, weight * mask, bias))
-
-    def strips() -> Tensor:
-        args = (prefix, first_out, mask, plan.flat_groups, activation, keep, "blocked")
+    def layer(backend: str) -> Tensor:
+        if backend == "reference":
+            x, weight, bias = tensors.values()
+            return ACTIVATIONS[activation](F.linear(x, weight * mask, bias))
+        args = (prefix, first_out, mask, plan.flat_groups, activation, keep, backend)
         return _forward(*tensors.values(), *args)[0]
 
-    def timed(layer: Callable[[], Tensor]) -> Callable[[], None]:
+    def timed(backend: str) -> Callable[[], None]:
         def run() -> None:
             with torch.set_grad_enabled(with_gradients):
-                out = layer()
+                out = layer(backend)
                 if with_gradients:
                     inputs = [t for t in tensors.values() if t is not None]
                     torch.autograd.grad((out * seed).sum(), inputs)
 
         return run
 
-    dense_time, strips_time = masked_strips.fastest_in_turn([timed(dense), timed(strips)], like)
-    return dense_time < STRIPS_MIN_GAIN * strips_time
+    times = masked_strips.fastest_in_turn([timed(backend) for backend in candidates], like)
+    costs = [t * (STRIPS_MIN_GAIN if b == "blocked" else 1.0) for b, t in zip(candidates, times)]
+    return candidates[min(range(len(candidates)), key=costs.__getitem__)]
 
 
 def masked_linear(
@@ -428,25 +481,24 @@ def masked_linear(
     mask: Tensor,
     activation: str = "none",
     backend: str = "blocked",
-    dense_when_faster: bool = False,
+    choose_fastest: bool = False,
 ) -> Tensor:
     """act(x (W * mask)^T + b) for x (..., in) -> (..., out); ``backend`` already resolved.
 
     ``prefix`` / ``first_out`` / ``mask`` are ``plan``'s tensors on x's device (the Triton path
     reads the first two there; the reference multiplies by the mask, as nflows does). With
-    ``dense_when_faster`` (the ``auto`` backend) the blocked backend hands a layer whose strips
-    time no faster than the dense product on the whole layer (timed at first use) to that
-    product.
+    ``choose_fastest`` (the ``auto`` backend on the CPU) the blocked backend hands the layer to
+    whichever of the dense product, the strips and the row kernel timed fastest on the whole
+    layer at first use (``_auto_backend``).
     """
     x, weight, bias = _autocast_inputs(x, weight, bias)
     if mask.dtype != weight.dtype:  # under autocast
         mask = mask.to(weight.dtype)
     flat = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
-    if backend == "blocked" and dense_when_faster and not torch.compiler.is_compiling():
-        if _dense_is_faster(
+    if backend == "blocked" and choose_fastest and not torch.compiler.is_compiling():
+        backend = _auto_backend(
             plan, flat, bias is not None, activation, _needs_grad(flat, weight, bias)
-        ):
-            backend = "reference"
+        )
     if backend == "reference":
         out = ACTIVATIONS[activation](F.linear(flat, weight * mask, bias))
     else:

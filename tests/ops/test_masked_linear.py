@@ -12,8 +12,29 @@ from energyflow.nn import BlockMaskedLinear
 from energyflow.ops.masked_linear import ACTIVATIONS, activation_derivative
 from helpers import FUSED_BACKENDS, assert_close_scaled, levels
 
-PATHS = ["blocked"] + (["triton"] if "triton" in FUSED_BACKENDS else [])
+PATHS = (
+    ["blocked"]
+    + (["rows"] if "cpp" in FUSED_BACKENDS else [])
+    + (["triton"] if "triton" in FUSED_BACKENDS else [])
+)
 ACTS = [None, "relu", "gelu", "silu", "tanh", "elu"]
+
+
+@pytest.fixture
+def use_path(monkeypatch):
+    """Set a layer's backend; "rows" (the C++ row kernel, an internal choice of "auto" on the
+    CPU) is reached through "auto" with its timing replaced by that choice."""
+    from energyflow.ops import masked_linear
+
+    timed = masked_linear._auto_backend
+
+    def use(layer, path):
+        chosen = (lambda *args: "rows") if path == "rows" else timed
+        monkeypatch.setattr(masked_linear, "_auto_backend", chosen)
+        layer.backend = "auto" if path == "rows" else path
+        return layer
+
+    return use
 
 
 @pytest.mark.parametrize("backend", PATHS)
@@ -27,7 +48,7 @@ ACTS = [None, "relu", "gelu", "silu", "tanh", "elu"]
         ([5], [7]),  # one level: a plain linear map when not strict, all masked when strict
     ],
 )
-def test_layer_paths_match_reference(backend, activation, dtype, in_sizes, out_sizes):
+def test_layer_paths_match_reference(backend, activation, dtype, in_sizes, out_sizes, use_path):
     in_levels, out_levels = levels(in_sizes), levels(out_sizes)
     for strict in (True, False):
         layer = BlockMaskedLinear(in_levels, out_levels, strict=strict, activation=activation).to(
@@ -39,8 +60,7 @@ def test_layer_paths_match_reference(backend, activation, dtype, in_sizes, out_s
         seed = torch.randn(2, 19, len(out_levels), dtype=dtype)
         results = {}
         for path in ("reference", backend):
-            layer.backend = path
-            out = layer(x)
+            out = use_path(layer, path)(x)
             grads = torch.autograd.grad((out * seed).sum(), [x, layer.weight, layer.bias])
             results[path] = [out, *grads]
         rtol = 1e-12 if dtype == torch.float64 else 1e-5
@@ -52,16 +72,70 @@ def test_layer_paths_match_reference(backend, activation, dtype, in_sizes, out_s
         assert (results[backend][2][masked] == 0).all(), "masked weights got gradient"
 
 
-@pytest.mark.parametrize("backend", ["blocked", "reference"] + PATHS[1:])
+@pytest.mark.parametrize("backend", ["reference"] + PATHS)
 @pytest.mark.parametrize("activation", ["tanh", "gelu", "silu", "elu", None])
-def test_layer_gradcheck(backend, activation):
+def test_layer_gradcheck(backend, activation, use_path):
     layer = BlockMaskedLinear(
-        levels([2, 3, 2]), levels([1, 3, 2, 2]), strict=True, activation=activation, backend=backend
+        levels([2, 3, 2]), levels([1, 3, 2, 2]), strict=True, activation=activation
     ).double()
+    use_path(layer, backend)
     x = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
         lambda x, w, b: _functional(layer, x, w, b), (x, layer.weight, layer.bias)
     )
+
+
+@pytest.mark.skipif("cpp" not in FUSED_BACKENDS, reason="the C++ extension is not built")
+@pytest.mark.parametrize("rows", [1, 3, 17])
+def test_row_kernel_matches_the_reference_with_second_derivatives(rows, use_path):
+    """The row kernel (what "auto" picks at a few batch rows where it times fastest) at odd batch
+    sizes: values and both gradients against the dense masked product in fp64 and fp32, and
+    gradgradcheck (its derivatives are the row kernels again)."""
+    torch.manual_seed(rows)
+    for dtype, rtol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+        layer = BlockMaskedLinear(
+            levels([3, 0, 17, 1, 20]), levels([5, 2, 19, 1, 11]), strict=True, activation="gelu"
+        ).to(dtype)
+        with torch.no_grad():
+            layer.weight += 3.0 * (1 - layer.plan.mask(dtype))  # garbage in the masked entries
+        x = (torch.randn(rows, layer.in_features, dtype=dtype) + 100.0).requires_grad_()
+        seed = torch.randn(rows, layer.out_features, dtype=dtype)
+        results = {}
+        for path in ("reference", "rows"):
+            out = use_path(layer, path)(x)
+            grads = torch.autograd.grad((out * seed).sum(), [x, layer.weight, layer.bias])
+            results[path] = [out.detach(), *grads]
+            if path == "rows":
+                assert "MaskedLinear" in type(out.grad_fn).__name__
+        for name, got, want in zip(["out", "x", "weight", "bias"], results["rows"],
+                                   results["reference"]):  # fmt: skip
+            assert_close_scaled(got, want, rtol, f"{dtype} {name}")
+    layer = use_path(BlockMaskedLinear(levels([2, 3, 2]), levels([1, 3, 2, 2]), strict=True,
+                                       activation="tanh").double(), "rows")  # fmt: skip
+    x = torch.randn(rows, 7, dtype=torch.float64, requires_grad=True)
+    weight = (layer.weight.detach() * layer.mask).requires_grad_()
+    assert torch.autograd.gradgradcheck(
+        lambda x, w: _functional(layer, x, w, layer.bias), (x, weight)
+    )
+
+
+def test_row_kernel_refuses_what_it_cannot_run():
+    from energyflow.ops import dispatch
+
+    if not dispatch.cpp_available():
+        pytest.skip("the C++ extension is not built")
+    cpp = dispatch.cpp_module()
+    x, weight, bias = torch.ones(2, 4), torch.ones(3, 4), torch.ones(3)
+    with pytest.raises(RuntimeError, match="the groups cover 2 of the 3 output rows"):
+        cpp.masked_rows_forward(x, weight, bias, [0, 2, 4])
+    with pytest.raises(RuntimeError, match="does not continue the groups in order"):
+        cpp.masked_rows_forward(x, weight, bias, [0, 2, 4, 2, 3, 1])
+    with pytest.raises(RuntimeError, match="float32 or float64 tensors of one dtype"):
+        cpp.masked_rows_grad_input(torch.ones(2, 3, dtype=torch.float64), weight, [0, 3, 4])
+    with pytest.raises(RuntimeError, match=r"bias must be empty or \(3,\)"):
+        cpp.masked_rows_forward(x, weight, torch.ones(2), [0, 3, 4])
+    out = cpp.masked_rows_forward(x, weight, bias, [0, 1, 1, 1, 3, 4])  # row 0 reads 1 input
+    assert out.tolist() == [[2.0, 5.0, 5.0]] * 2
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
@@ -179,9 +253,10 @@ def test_strip_cuts_are_timed_once_per_shape_and_batch_bucket():
     assert_close_scaled(out, torch.relu(x @ (layer.weight * layer.mask).t() + layer.bias), 1e-5)
 
 
-def test_auto_runs_the_strips_only_where_the_whole_layer_is_faster(monkeypatch):
-    """auto times the dense masked product against the strips on the whole layer, once per
-    shape: where the dense one wins it runs (the reference's autograd graph), else the strips."""
+def test_auto_runs_the_path_that_timed_fastest_on_the_whole_layer(monkeypatch):
+    """auto times the dense masked product, the strips and (at a few rows) the row kernel on the
+    whole layer, once per shape: the dense one runs as the reference's autograd graph, the
+    others as the fused op; all give the same values."""
     from energyflow.ops import masked_linear, masked_strips
 
     layer = BlockMaskedLinear(levels([2, 3]), levels([4, 5]), strict=True, activation="relu")
@@ -190,29 +265,35 @@ def test_auto_runs_the_strips_only_where_the_whole_layer_is_faster(monkeypatch):
                                          ((0, 4, 2), (4, 9, 5)))  # fmt: skip
     monkeypatch.setattr(masked_strips, "cuts", lambda *args: two_strips)
     timings = []
-    for dense, node in ((True, "Relu"), (False, "MaskedLinear")):
-        monkeypatch.setattr(masked_linear, "_DENSE_FASTER", {})
+    for choice, node in (("reference", "Relu"), ("blocked", "MaskedLinear"),
+                         ("rows", "MaskedLinear")):  # fmt: skip
+        monkeypatch.setattr(masked_linear, "_AUTO_BACKEND", {})
         monkeypatch.setattr(
-            masked_linear, "_time_dense_and_strips",
-            lambda *args, dense=dense: timings.append(args) or dense,
+            masked_linear, "_fastest_backend",
+            lambda *args, choice=choice: timings.append(args[-1]) or choice,
         )  # fmt: skip
         out = layer(x)
         layer(x)  # the decision is kept: no second timing
         assert node in type(out.grad_fn).__name__
         want = torch.relu(x @ (layer.weight * layer.mask).t() + layer.bias)
-        assert_close_scaled(out, want, 1e-6, f"dense={dense}")
-    assert len(timings) == 2
+        assert_close_scaled(out, want, 1e-6, choice)
+    rows = ["rows"] if masked_linear._rows_available(x) else []
+    assert timings == [["reference", "blocked", *rows]] * 3  # 6 rows: the row kernel is timed
+    monkeypatch.setattr(masked_linear, "_AUTO_BACKEND", {})
+    layer(torch.randn(40, 5))  # more rows than ROWS_MAX_BATCH: not a candidate
+    assert timings[-1] == ["reference", "blocked"]
 
 
-def test_the_whole_layer_timing_runs_both_paths():
+def test_the_whole_layer_timing_runs_every_candidate():
     from energyflow.ops import masked_linear
 
     plan = BlockMaskedLinear(levels([8] * 4), levels([8] * 4), strict=False).plan
+    candidates = ["reference", "blocked"] + (["rows"] if "cpp" in FUSED_BACKENDS else [])
     for with_gradients in (False, True):
-        verdict = masked_linear._time_dense_and_strips(
-            plan, 64, torch.empty(0), True, "gelu", with_gradients
+        choice = masked_linear._fastest_backend(
+            plan, 16, torch.empty(0), True, "gelu", with_gradients, candidates
         )
-        assert isinstance(verdict, bool)
+        assert choice in candidates
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
