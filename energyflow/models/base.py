@@ -4,8 +4,9 @@
     model.sample(shape, context=None)    the same without gradients
     model.log_prob(x, context=None)      log density where one exists, else NotImplementedError
 
-Models hold the data standardisation (``loc``, ``scale``; for conditional models also the
-context's, ``context_loc``, ``context_scale``) and their constructor config, so
+Models hold the data standardisation (``loc``, ``scale``, and with the ``"quantile"`` method
+the knots of a Gaussianising map, ``models.quantiles``; for conditional models also the
+context's ``context_loc``, ``context_scale``) and their constructor config, so
 ``model.save(path)`` / ``load_model(path)`` restore them whole. Internally they work on
 standardised data and context; the public methods take and return both in their own units.
 """
@@ -20,6 +21,9 @@ import torch
 from torch import Tensor, nn
 
 from energyflow._io import atomic_save
+from energyflow.models.quantiles import fit_knots, piecewise_linear
+
+STANDARDISATIONS = ("moments", "quantile")
 
 # Without gradients, samples are drawn this many rows at a time: every layer's activations then
 # fit in cache and reuse one buffer, 2-3x faster at 10^5 rows than one pass on a 2-core CPU
@@ -46,11 +50,26 @@ class GenerativeModel(nn.Module):
         self.register_buffer("scale", torch.ones(features))
         self.register_buffer("context_loc", torch.zeros(context_features))
         self.register_buffer("context_scale", torch.ones(context_features))
+        # the Gaussianising map's knots (models.quantiles); empty: the moments standardisation
+        self.register_buffer("quantile_x", torch.zeros(features, 0))
+        self.register_buffer("quantile_z", torch.zeros(0))
 
     # standardisation ---------------------------------------------------------------------
-    def fit_standardisation(self, data: Tensor, context: Optional[Tensor] = None) -> None:
+    @property
+    def standardisation(self) -> str:
+        """``"quantile"`` when the data goes through the Gaussianising map, else ``"moments"``."""
+        return "quantile" if self.quantile_z.numel() else "moments"
+
+    def fit_standardisation(
+        self, data: Tensor, context: Optional[Tensor] = None, *, method: str = "moments"
+    ) -> None:
         """Set loc/scale to the per-feature mean and std of ``data`` (N, D), and the context's
-        to those of ``context`` (N, C) when given."""
+        to those of ``context`` (N, C) when given. ``method="quantile"`` also maps the data
+        through its quantiles to standard normal units (``models.quantiles``; the context keeps
+        its moments): for tables whose marginals a network fits poorly (bounded, discrete or
+        dequantised features)."""
+        if method not in STANDARDISATIONS:
+            raise ValueError(f"method must be one of {STANDARDISATIONS}, got {method!r}")
         with torch.no_grad():
             for values, loc, scale in (
                 (data, self.loc, self.scale),
@@ -59,16 +78,45 @@ class GenerativeModel(nn.Module):
                 if values is not None and len(values) > 1:
                     loc.copy_(values.mean(0))
                     scale.copy_(values.std(0).clamp_min(1e-6))
+            if method == "quantile" and len(data) > 1:
+                self.quantile_x, self.quantile_z = fit_knots(data.to(self.loc), self.scale)
+            else:
+                self.quantile_x, self.quantile_z = (
+                    self.loc.new_zeros(self.features, 0),
+                    (self.loc.new_zeros(0)),
+                )
 
     def standardise(self, x: Tensor) -> Tensor:
-        return (x - self.loc) / self.scale
+        if self.standardisation == "moments":
+            return (x - self.loc) / self.scale
+        return self._quantile_map(x, forward=True)[0]
+
+    def standardise_log_det(self, x: Tensor) -> Tensor:
+        """log |d standardise(x) / dx| of each row of x (..., D) -> (...,): what a density in
+        standardised units gains in the data's."""
+        if self.standardisation == "moments":
+            return (-self.scale.log().sum()).expand(x.shape[:-1])
+        return self._quantile_map(x, forward=True)[1].sum(-1)
 
     def standardise_context(self, context: Optional[Tensor]) -> Optional[Tensor]:
         """Context in its own units -> standardised (None stays None)."""
         return None if context is None else (context - self.context_loc) / self.context_scale
 
     def unstandardise(self, x: Tensor) -> Tensor:
-        return x * self.scale + self.loc
+        if self.standardisation == "moments":
+            return x * self.scale + self.loc
+        return self._quantile_map(x, forward=False)[0]
+
+    def _quantile_map(self, x: Tensor, forward: bool) -> tuple[Tensor, Tensor]:
+        """The Gaussianising map (or its inverse) and its log-derivative, both x's shape."""
+        rows = x.reshape(-1, self.features)
+        knots = (self.quantile_x.to(x), self.quantile_z.to(x).expand_as(self.quantile_x))
+        knots = (knots[0], knots[1].contiguous())
+        if forward:
+            y, log_slope = piecewise_linear(rows, *knots, 1.0 / self.scale.to(x))
+        else:
+            y, log_slope = piecewise_linear(rows, *reversed(knots), self.scale.to(x))
+        return y.reshape(x.shape), log_slope.reshape(x.shape)
 
     # sampling ----------------------------------------------------------------------------
     def _rsample_standardised(self, z: Tensor, context: Optional[Tensor]) -> Tensor:
@@ -78,6 +126,9 @@ class GenerativeModel(nn.Module):
         # models saved before context standardisation existed: identity standardisation
         for name, fill in (("context_loc", torch.zeros), ("context_scale", torch.ones)):
             state_dict.setdefault(prefix + name, fill(self.context_features))
+        for name in ("quantile_x", "quantile_z"):  # as many knots as the saved model has
+            if prefix + name in state_dict:
+                setattr(self, name, self.loc.new_empty(state_dict[prefix + name].shape))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def sample_lead_shape(

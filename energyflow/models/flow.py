@@ -100,7 +100,7 @@ class BlockAffineFlow(GenerativeModel):
             raise ValueError(f"x must have {self.features} features, got shape {tuple(x.shape)}")
         u, log_det = self._to_noise(self.standardise(x), self.standardise_context(context))
         base = -0.5 * (u.square() + math.log(2 * math.pi)).sum(-1)
-        return base + log_det - self.scale.log().sum()
+        return base + log_det + self.standardise_log_det(x)
 
     def _rsample_standardised(self, z: Tensor, context: Optional[Tensor]) -> Tensor:
         h = z

@@ -122,12 +122,14 @@ class SemiAutoregressiveGenerator(GenerativeModel):
                 "component_cdf", torch.arange(1, mixture_components + 1) / mixture_components
             )
 
-    def fit_standardisation(self, data: Tensor, context: Optional[Tensor] = None) -> None:
+    def fit_standardisation(
+        self, data: Tensor, context: Optional[Tensor] = None, *, method: str = "moments"
+    ) -> None:
         """As ``GenerativeModel.fit_standardisation``, and the components from k-means on (up to
         ``KMEANS_ROWS`` of) the standardised ``data``: their centres, so that they start on
         distinct parts of the data, and their probabilities, the shares of the data nearest to
         each (torch's generator draws the seeds)."""
-        super().fit_standardisation(data, context)
+        super().fit_standardisation(data, context, method=method)
         if self.mixture_components and len(data):
             rows = self.standardise(data[torch.randperm(len(data))[:KMEANS_ROWS].to(data.device)])
             with torch.no_grad():

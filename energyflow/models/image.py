@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from energyflow.models.base import GenerativeModel
+from energyflow.models.base import STANDARDISATIONS, GenerativeModel
 from energyflow.nn.masked_conv import SemiAutoregressiveConvNet, layers_for_grid
 from energyflow.ops.masked_conv import from_blocks, to_blocks
 
@@ -138,28 +138,42 @@ class ImageGenerator(GenerativeModel):
         """K, the number of blocks (grid cells)."""
         return self.grid[0] * self.grid[1]
 
-    def fit_standardisation(self, data: Tensor, context: Optional[Tensor] = None) -> None:
-        """Per-channel mean and scale of ``data`` (N, C H W) as loc / scale, and each channel's
-        range (minimum, maximum; moved out by ``RANGE_MARGIN`` where more than ``ATOM_SHARE``
-        of the pixels sit on it) as the outputs' bounds; the context as the base class does."""
-        super().fit_standardisation(data[:0], context)  # the context's only
+    def fit_standardisation(
+        self, data: Tensor, context: Optional[Tensor] = None, *, method: str = "moments"
+    ) -> None:
+        """The outputs' units and bounds from ``data`` (N, C H W); the context as the base class
+        does. ``"moments"``: each channel's mean and scale as loc / scale, and its range
+        (minimum, maximum) as the bounds. ``"quantile"``: each pixel through its own quantiles
+        to normal units (``models.quantiles``), and the outer normal quantiles as the bounds,
+        so samples land within every pixel's data range. A bound on which more than
+        ``ATOM_SHARE`` of a channel's pixels sit moves out by ``RANGE_MARGIN`` of the range."""
+        if method not in STANDARDISATIONS:
+            raise ValueError(f"method must be one of {STANDARDISATIONS}, got {method!r}")
         if len(data) < 2:
+            super().fit_standardisation(data[:0], context)  # the context's only
             return
         channels = self.image_shape[0]
         pixels = (
             data.detach().reshape(len(data), channels, -1).transpose(0, 1).reshape(channels, -1)
         )
         with torch.no_grad():
-            mean, scale = pixels.mean(1), pixels.std(1).clamp_min(1e-6)
-            per_pixel = self.features // channels
-            self.loc.copy_(mean.repeat_interleave(per_pixel))
-            self.scale.copy_(scale.repeat_interleave(per_pixel))
             low, high = pixels.min(1).values, pixels.max(1).values
-            margin = RANGE_MARGIN * (high - low)
             on_low = (pixels == low[:, None]).double().mean(1) > ATOM_SHARE
             on_high = (pixels == high[:, None]).double().mean(1) > ATOM_SHARE
-            self.low.copy_((low - on_low * margin - mean) / scale)
-            self.high.copy_((high + on_high * margin - mean) / scale)
+            if method == "quantile":
+                super().fit_standardisation(data, context, method="quantile")
+                low = torch.full_like(low, float(self.quantile_z[0]))
+                high = torch.full_like(high, float(self.quantile_z[-1]))
+            else:
+                super().fit_standardisation(data[:0], context)  # the context's only
+                mean, scale = pixels.mean(1), pixels.std(1).clamp_min(1e-6)
+                per_pixel = self.features // channels
+                self.loc.copy_(mean.repeat_interleave(per_pixel))
+                self.scale.copy_(scale.repeat_interleave(per_pixel))
+                low, high = (low - mean) / scale, (high - mean) / scale
+            margin = RANGE_MARGIN * (high - low)
+            self.low.copy_(low - on_low * margin)
+            self.high.copy_(high + on_high * margin)
 
     # images <-> grid ------------------------------------------------------------------------
     def _grid(self, rows: Tensor) -> Tensor:

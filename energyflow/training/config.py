@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 
 from torch import Tensor
 
-from energyflow.models.base import GenerativeModel
+from energyflow.models.base import STANDARDISATIONS, GenerativeModel
 from energyflow.ops.value_range import check_finite
 from energyflow.training.device import PRECISIONS
 from energyflow.training.recipe import recommended_settings
@@ -100,6 +100,13 @@ class TrainConfig:
         choices=ESTIMATORS,
     )
     beta: Optional[float] = setting(None, "exponent of the energy (recipe: 0.5)", rule=BETA)
+    standardisation: Optional[str] = setting(
+        None,
+        "the units the model learns in: moments (mean / std) or quantile (each feature through "
+        "its data quantiles to normal units; recipe: quantile above 8 features for the energy "
+        "objective, else moments)",
+        choices=STANDARDISATIONS,
+    )
     samples_per_target: int = setting(
         2, "m samples per data row (score, block_score)", rule=AT_LEAST_2
     )

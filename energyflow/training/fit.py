@@ -198,7 +198,9 @@ def fit(
         state = TrainState(**{**saved["state"], "stopped_by": ""})
     else:
         model.fit_standardisation(
-            run.train_x.to(device), None if run.train_c is None else run.train_c.to(device)
+            run.train_x.to(device),
+            None if run.train_c is None else run.train_c.to(device),
+            method=config.standardisation,
         )
     steps = config.planned_steps()
     plan_schedule(state.lr_segments, state.step, state.seconds, steps, config.time_budget)

@@ -113,7 +113,7 @@ class Objective(nn.Module):
             nll = -self.model.log_prob(x, context).to(x.dtype).mean()
             if self.config.objective == "mle":
                 return nll
-            # per feature and in standardised units: the log-scale term is a constant
-            nll = (nll - self.model.scale.log().sum()) / self.model.features
+            # per feature and in standardised units (the moments' log-scale term is a constant)
+            nll = (nll + self.model.standardise_log_det(x).mean()) / self.model.features
             loss = loss + self.config.hybrid_weight * nll
         return loss
