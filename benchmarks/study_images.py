@@ -50,6 +50,7 @@ from energyflow.training.plots import save_samples_png
 
 CLI_MODELS = {
     "image (CLI defaults)": [],
+    "image, --standardisation moments": ["--standardisation", "moments"],
     "image, class-conditional": ["--class-conditional"],
     "flat SAEF (CLI defaults, --model saef)": ["--model", "saef"],
 }
@@ -243,12 +244,13 @@ def markdown(machine: dict, saved: dict) -> str:
         lines += [""] + [f"![{name}]({name})" for name in digits["grids"]] + [""]
     if "ablation" in saved:
         ablation = saved["ablation"]
+        note = f" {ablation['note']}" if "note" in ablation else ""  # when its defaults differ
         lines += [
             "## Ablation of the image model's defaults",
             "",
             f"`energyflow train --data digits-images --time-budget "
             f"{ablation['rows'][0]['budget']:g}` with one change each, seeds "
-            f"{ablation['seeds']}, judged as above.",
+            f"{ablation['seeds']}, judged as above.{note}",
             "",
             "| variant | steps | C2ST | C2ST boosted trees | C2ST k-NN | precision | recall |",
             "|---|---:|---:|---:|---:|---:|---:|",

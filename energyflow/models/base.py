@@ -80,11 +80,9 @@ class GenerativeModel(nn.Module):
                     scale.copy_(values.std(0).clamp_min(1e-6))
             if method == "quantile" and len(data) > 1:
                 self.quantile_x, self.quantile_z = fit_knots(data.to(self.loc), self.scale)
-            else:
-                self.quantile_x, self.quantile_z = (
-                    self.loc.new_zeros(self.features, 0),
-                    (self.loc.new_zeros(0)),
-                )
+            else:  # no knots: the moments
+                self.quantile_x = self.loc.new_zeros(self.features, 0)
+                self.quantile_z = self.loc.new_zeros(0)
 
     def standardise(self, x: Tensor) -> Tensor:
         if self.standardisation == "moments":
@@ -110,12 +108,12 @@ class GenerativeModel(nn.Module):
     def _quantile_map(self, x: Tensor, forward: bool) -> tuple[Tensor, Tensor]:
         """The Gaussianising map (or its inverse) and its log-derivative, both x's shape."""
         rows = x.reshape(-1, self.features)
-        knots = (self.quantile_x.to(x), self.quantile_z.to(x).expand_as(self.quantile_x))
-        knots = (knots[0], knots[1].contiguous())
+        data_knots = self.quantile_x.to(x)
+        normal_knots = self.quantile_z.to(x).expand_as(data_knots).contiguous()
         if forward:
-            y, log_slope = piecewise_linear(rows, *knots, 1.0 / self.scale.to(x))
+            y, log_slope = piecewise_linear(rows, data_knots, normal_knots, 1 / self.scale.to(x))
         else:
-            y, log_slope = piecewise_linear(rows, *reversed(knots), self.scale.to(x))
+            y, log_slope = piecewise_linear(rows, normal_knots, data_knots, self.scale.to(x))
         return y.reshape(x.shape), log_slope.reshape(x.shape)
 
     # sampling ----------------------------------------------------------------------------
