@@ -21,6 +21,9 @@ namespace energyflow_cpu {
 namespace {
 
 constexpr int64_t kSkinnyMaxColumns = 16;
+// Up to this many rows, masked_generate's raw loop takes level slices of any width: a GEMM call
+// per slice costs microseconds of library overhead for a few rows' worth of work.
+constexpr int64_t kAnyWidthMaxRows = 16;
 
 #ifdef EF_HAVE_SKINNY
 // The sums of four vectors' lanes, in one: (sum a, sum b, sum c, sum d).
@@ -216,6 +219,7 @@ bool raw_generate_possible(const std::vector<at::Tensor>& buffers,
       return false;
     if (activations[l] != "relu" && activations[l] != "none") return false;
   }
+  if (buffers[0].size(0) <= kAnyWidthMaxRows) return true;
   for (size_t i = 0; i < tables.size(); i += 3) {
     if (tables[i + 1] - tables[i] > kSkinnyMaxColumns) return false;
   }

@@ -18,9 +18,9 @@ void masked_step(const std::vector<at::Tensor>& buffers, const std::vector<at::T
 // context and every block's noise at their columns; before step k (0-based) the outputs
 // [feedback[3k], feedback[3k+1]) of the last layer are copied to input columns from
 // feedback[3k+2]; tables holds (start, end, needed) per layer and step. Where every level slice
-// takes the skinny fp32 kernel (AVX2, at most 16 units, relu or no activation), rows run in tiles
-// of tile_rows, each through all steps (its activations stay in cache), tiles in parallel; else
-// all rows a step at a time, each slice as in masked_step.
+// takes the skinny fp32 kernel (AVX2, relu or no activation; at most 16 units, or any width for
+// up to 16 rows), rows run in tiles of tile_rows, each through all steps (its activations stay
+// in cache), tiles in parallel; else all rows a step at a time, each slice as in masked_step.
 void masked_generate(const std::vector<at::Tensor>& buffers,
                      const std::vector<at::Tensor>& weights, const std::vector<at::Tensor>& biases,
                      const std::vector<int64_t>& tables, const std::vector<int64_t>& feedback,

@@ -454,9 +454,10 @@ class SemiAutoregressiveMLP(nn.Module):
         """All K steps in the C++ extension: the input buffer holds the context and all noise
         from the start (a step reads only the noise of its block and before), and each output
         block is copied to its data columns before the next step. Where the extension's row
-        kernel takes every level slice (fp32, AVX2, at most 16 units a level, relu or no
-        activation), rows run in tiles of ``GENERATE_TILE_ROWS`` that each run every step while
-        their activations stay in cache; else all rows a step at a time, a GEMM per slice."""
+        kernel takes every level slice (fp32, AVX2, relu or no activation; at most 16 units a
+        level, or any width for up to 16 rows), rows run in tiles of ``GENERATE_TILE_ROWS``
+        that each run every step while their activations stay in cache; else all rows a step
+        at a time, a GEMM per slice."""
         like = state.caches[0].buffer
         rows = like.shape[0]
         inputs = self._level_ordered(

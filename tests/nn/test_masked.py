@@ -235,15 +235,17 @@ def test_cached_steps_computed_in_place_equal_the_full_network(activation):
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 @pytest.mark.parametrize("residual", [False, True])
 @pytest.mark.parametrize("hidden", [37, 93])
+@pytest.mark.parametrize("rows", [131, 5])
 def test_the_extensions_generate_and_steps_equal_the_python_steps(
-    monkeypatch, activation, residual, hidden
+    monkeypatch, activation, residual, hidden, rows
 ):
     """fp32 on the C++ extension: relu networks with at most 16 units a level generate all steps
     in row tiles (131 rows: tiles of 64, 64 and 3, an odd row pair), others all rows a step at
     a time in the same call (the row kernel for narrow slices, addmm for wider ones), and
     ``step`` makes a call per step; all equal the same steps in Python, and the generated
     samples are a fixed point of the network. Uneven levels: prefixes that are not multiples of
-    8, levels of 1 to 11 units and of 18 and 19."""
+    8, levels of 1 to 11 units and of 18 and 19; at 5 rows the row kernel takes the wide slices
+    too."""
     from energyflow.ops import dispatch
 
     if not dispatch.cpp_available():
@@ -254,7 +256,7 @@ def test_the_extensions_generate_and_steps_equal_the_python_steps(
         hidden_features=(hidden, hidden),
         activation=activation, residual=residual,
     )  # fmt: skip
-    z, c = torch.randn(131, 9), torch.randn(131, 3)
+    z, c = torch.randn(rows, 9), torch.randn(rows, 3)
     with torch.no_grad():
         native = net.generate(z, c)
         stepped = [net.step(state := net.start(z, c))]
