@@ -94,7 +94,7 @@ class GenerativeModel(nn.Module):
         standardised units gains in the data's."""
         if self.standardisation == "moments":
             return (-self.scale.log().sum()).expand(x.shape[:-1])
-        return self._quantile_map(x, forward=True)[1].sum(-1)
+        return self._quantile_map(x, forward=True)[1].log().sum(-1)
 
     def standardise_context(self, context: Optional[Tensor]) -> Optional[Tensor]:
         """Context in its own units -> standardised (None stays None)."""
@@ -106,15 +106,15 @@ class GenerativeModel(nn.Module):
         return self._quantile_map(x, forward=False)[0]
 
     def _quantile_map(self, x: Tensor, forward: bool) -> tuple[Tensor, Tensor]:
-        """The Gaussianising map (or its inverse) and its log-derivative, both x's shape."""
+        """The Gaussianising map (or its inverse) and its derivative, both x's shape."""
         rows = x.reshape(-1, self.features)
         data_knots = self.quantile_x.to(x)
         normal_knots = self.quantile_z.to(x).expand_as(data_knots).contiguous()
         if forward:
-            y, log_slope = piecewise_linear(rows, data_knots, normal_knots, 1 / self.scale.to(x))
+            y, slope = piecewise_linear(rows, data_knots, normal_knots, 1 / self.scale.to(x))
         else:
-            y, log_slope = piecewise_linear(rows, normal_knots, data_knots, self.scale.to(x))
-        return y.reshape(x.shape), log_slope.reshape(x.shape)
+            y, slope = piecewise_linear(rows, normal_knots, data_knots, self.scale.to(x))
+        return y.reshape(x.shape), slope.reshape(x.shape)
 
     # sampling ----------------------------------------------------------------------------
     def _rsample_standardised(self, z: Tensor, context: Optional[Tensor]) -> Tensor:

@@ -52,8 +52,8 @@ def piecewise_linear(
     x: Tensor, knots_in: Tensor, knots_out: Tensor, tail_slope: Tensor
 ) -> tuple[Tensor, Tensor]:
     """y = the map through the points (knots_in[d, j], knots_out[d, j]), linear between them and
-    with slope ``tail_slope[d]`` beyond them, and log dy/dx, both (N, D), for x (N, D) and
-    knots (D, m) increasing along j."""
+    with slope ``tail_slope[d]`` beyond them, and dy/dx, both (N, D), for x (N, D) and knots
+    (D, m) increasing along j."""
     columns = x.t().contiguous()  # (D, N)
     m = knots_in.shape[1]
     index = torch.searchsorted(knots_in, columns)  # 0: below the first knot, m: above the last
@@ -68,5 +68,4 @@ def piecewise_linear(
     outer = torch.where(index == 0, below, above)
     is_inside = (index > 0) & (index < m)
     y = torch.where(is_inside, inside, outer)
-    log_slope = torch.where(is_inside, slope, tail).log()
-    return y.t(), log_slope.t()
+    return y.t(), torch.where(is_inside, slope, tail).t()
