@@ -3,8 +3,9 @@ dense masked convolutions, and cached sampling against full passes.
 
     python bench_images.py [--device cuda] [--threads N] [--repeats R] [--name NAME]
 
-Rows: 8 x 8 images in 2 x 2 blocks (a 4 x 4 grid; the digits model's defaults: 64 channels, 3
-layers) and 28 x 28 images in 4 x 4 blocks (a 7 x 7 grid, MNIST-sized: 128 channels, 6 layers).
+Rows: 8 x 8 images in 2 x 2 blocks (a 4 x 4 grid; 64 channels, 3 layers: the digits recipe
+before it became 128 channels, 4 layers) and 28 x 28 images in 4 x 4 blocks (a 7 x 7 grid,
+MNIST-sized: 128 channels, 6 layers).
 
 - train: forward + backward of ``SemiAutoregressiveConvNet`` (teacher-forced, as training runs
   it) against the same network written as a user writes a masked convolution,

@@ -82,7 +82,7 @@ class ModelOptions:
         None,
         "hidden widths (recipe: saef 3 x 128 for D <= 8, 3 x 256 for D < 32, else 3 x 512, "
         "residual; affine 2 x 256, 2 x 512 from D = 32); image: one equal width per layer "
-        "(recipe: 64, 128 beyond 16 x 16 pixels, as many layers as the block grid needs)",
+        "(recipe: 128, as many layers as the block grid needs, at least 4)",
         rule=AT_LEAST_1,
     )
     residual: Optional[bool] = setting(None, "saef: residual hidden layers (recipe: on)")
@@ -226,7 +226,9 @@ def resolve(
             "data (0 means one block per feature)"
         )
     model = _model_with_recipe(settings.model, dataset)
-    train = with_recipe(settings.train, len(dataset.train), dataset.features)
+    train = with_recipe(
+        settings.train, len(dataset.train), dataset.features, images=model.model == "image"
+    )
     if train.estimator is None and train.objective != "mle":
         conditional = dataset.context_features > 0
         train = replace(train, estimator=default_estimator(conditional, MODELS[model.model]))

@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 from torch import Tensor
 
 from energyflow.models.base import STANDARDISATIONS, GenerativeModel
+from energyflow.models.image import ImageGenerator
 from energyflow.ops.value_range import check_finite
 from energyflow.training.device import PRECISIONS
 from energyflow.training.recipe import recommended_settings
@@ -130,7 +131,8 @@ class TrainConfig:
     )
     batch_size: Optional[int] = setting(
         None,
-        "global batch (recipe: energy 1024 for D <= 8, else 512; mle 256; at most the rows)",
+        "global batch (recipe: energy 1024 for D <= 8, else 512, image model 128; mle 256; "
+        "at most the rows)",
         rule=AT_LEAST_2,
     )
     lr: Optional[float] = setting(
@@ -168,15 +170,18 @@ class TrainConfig:
         return DEFAULT_STEPS
 
 
-def with_recipe(config: TrainConfig, rows: int, features: int) -> TrainConfig:
+def with_recipe(
+    config: TrainConfig, rows: int, features: int, *, images: bool = False
+) -> TrainConfig:
     """A copy of ``config`` whose ``None`` fields hold the recipe for ``rows`` training rows of
-    ``features`` features (``training.recipe.recommended_settings``).
+    ``features`` features, of the image model if ``images``
+    (``training.recipe.recommended_settings``).
 
     Example:
         >>> with_recipe(TrainConfig(lr=1e-4), rows=5000, features=2).lr
         0.0001
     """
-    recipe = recommended_settings(rows, features, config.objective)
+    recipe = recommended_settings(rows, features, config.objective, images=images)
     if config.estimator == "sliced":  # the sliced estimator computes beta = 1 only
         recipe["beta"] = 1.0
     values = asdict(config)
@@ -201,7 +206,9 @@ def check_setup(
     (``None`` settings are checked as the recipe fills them)."""
     check_values(config)
     if data.dim() == 2:
-        config = with_recipe(config, len(data), data.shape[1])
+        config = with_recipe(
+            config, len(data), data.shape[1], images=isinstance(model, ImageGenerator)
+        )
     if config.objective != "energy" and not model.has_density:
         raise ValueError(
             f"objective={config.objective!r} needs a model with a density; "

@@ -49,6 +49,7 @@ from torch import Tensor
 
 from energyflow import distributed
 from energyflow.models.base import GenerativeModel
+from energyflow.models.image import ImageGenerator
 from energyflow.ops.value_range import NonFiniteError
 from energyflow.training.averaging import WeightAverage
 from energyflow.training.checkpoint import load_checkpoint, save_checkpoint
@@ -110,7 +111,9 @@ def _prepare(model: GenerativeModel, data, context, config: TrainConfig) -> _Run
     data = torch.as_tensor(data, dtype=dtype)
     context = None if context is None else torch.as_tensor(context, dtype=dtype)
     check_setup(model, config, data, context)
-    config = with_recipe(config, len(data), model.features)
+    config = with_recipe(
+        config, len(data), model.features, images=isinstance(model, ImageGenerator)
+    )
     if config.batch_size % ranks:
         raise ValueError(
             f"batch_size={config.batch_size} (the global batch) must divide evenly over the "

@@ -16,13 +16,14 @@ pytestmark = pytest.mark.usefixtures("small_reports")
 def test_image_run_unconditional(tmp_path, capsys):
     rng = np.random.default_rng(0)
     data = tmp_path / "x.npy"
-    np.save(data, rng.random((80, 2, 4, 4)).astype(np.float32))
+    np.save(data, rng.random((300, 2, 4, 4)).astype(np.float32))
     out = tmp_path / "run"
     args = ["train", "--data", str(data), "--hidden", "8", "8", "--steps", "4", "--out", str(out)]
     assert main(args) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["model"]["model"] == "image" and config["train"]["estimator"] == "block_score"
     assert config["model"]["patch"] == 2 and config["model"]["noise_channels"] == 16
+    assert config["train"]["batch_size"] == 128  # the image recipe's (flat models: 512)
     assert (out / "samples.png").stat().st_size > 0
     samples = tmp_path / "s.npy"
     assert main(["sample", "--run", str(out), "--n", "9", "--out", str(samples)]) == 0

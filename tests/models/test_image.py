@@ -9,9 +9,10 @@ import torch
 from energyflow import functional
 from energyflow.models import ImageGenerator, build_model, load_model
 from energyflow.models.image import RANGE_MARGIN, default_patch
-from energyflow.training.config import TrainConfig, check_setup, default_estimator
+from energyflow.training.config import TrainConfig, check_setup, default_estimator, with_recipe
 from energyflow.training.fit import fit
 from energyflow.training.objective import Objective
+from energyflow.training.recipe import recommended_image_options
 
 
 def _images(n=60, shape=(2, 4, 6)):
@@ -84,6 +85,19 @@ def test_fit_uses_the_block_score_and_save_load_round_trip(tmp_path):
     first = model.sample((7,))
     torch.manual_seed(1)
     torch.testing.assert_close(again.sample((7,)), first)
+
+
+def test_the_recipe_sizes_the_image_model_and_its_batch():
+    assert recommended_image_options((1, 8, 8)) == {
+        "patch": 2,
+        "hidden_features": (128,) * 4,
+        "noise_channels": 8,
+    }
+    assert recommended_image_options((3, 28, 28))["hidden_features"] == (128,) * 6  # 7 x 7 grid
+    assert with_recipe(TrainConfig(), 1000, 64, images=True).batch_size == 128
+    assert with_recipe(TrainConfig(), 1000, 64).batch_size == 512
+    assert with_recipe(TrainConfig(), 90, 64, images=True).batch_size == 90  # at most the rows
+    assert with_recipe(TrainConfig(batch_size=32), 1000, 64, images=True).batch_size == 32
 
 
 def test_rsample_is_differentiable_through_the_cached_steps():
