@@ -57,6 +57,19 @@ def dot_precision() -> str:
     return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
 
 
+def autocast_inputs(
+    x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """Under autocast on x's device, all three in the autocast dtype (torch autocasts its own
+    ops, such as ``F.linear`` and ``F.conv2d``, but not the custom ones of the masked layers);
+    otherwise unchanged."""
+    device_type = x.device.type
+    if not torch.is_autocast_enabled(device_type):
+        return x, weight, bias
+    dtype = torch.get_autocast_dtype(device_type)
+    return x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
+
+
 def _load_cpp() -> tuple[Optional[ModuleType], str]:
     if "cpp" not in _LOADED:
         try:

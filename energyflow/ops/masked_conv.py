@@ -159,6 +159,8 @@ def block_masked_conv2d(
         >>> torch.allclose(fast, dense, atol=1e-5)
         True
     """
+    if isinstance(x, Tensor) and isinstance(weight, Tensor):  # under autocast: its dtype
+        x, weight, bias = dispatch.autocast_inputs(x, weight, bias)
     _check_conv(x, weight, bias)
     backend = dispatch.resolve_masked(backend, x.device)
     di0, di1, dj0, dj1 = tap_window(weight.shape[-1], stack, strict)

@@ -365,18 +365,6 @@ def _needs_grad(*tensors: Optional[Tensor]) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
-def _autocast_inputs(
-    x: Tensor, weight: Tensor, bias: Optional[Tensor]
-) -> tuple[Tensor, Tensor, Optional[Tensor]]:
-    """Under autocast, all three in the autocast dtype (torch autocasts its own ops, such as
-    F.linear, but not custom ones); otherwise unchanged."""
-    device_type = x.device.type
-    if not torch.is_autocast_enabled(device_type):
-        return x, weight, bias
-    dtype = torch.get_autocast_dtype(device_type)
-    return x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
-
-
 # ---- auto on the CPU: the fastest of the dense product, the strips and the row kernel ---------
 STRIPS_MIN_GAIN = 1.05  # the strips run only where the dense product takes this much longer
 ROWS_MAX_BATCH = 16  # the row kernel is a candidate for batches of at most this many rows
@@ -491,7 +479,7 @@ def masked_linear(
     whichever of the dense product, the strips and the row kernel timed fastest on the whole
     layer at first use (``_auto_backend``).
     """
-    x, weight, bias = _autocast_inputs(x, weight, bias)
+    x, weight, bias = dispatch.autocast_inputs(x, weight, bias)
     if mask.dtype != weight.dtype:  # under autocast
         mask = mask.to(weight.dtype)
     flat = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
@@ -551,7 +539,7 @@ def masked_linear_level(
     start, end, needed = plan.level_group(level)
     if end == start:
         return x_prefix.new_zeros(x_prefix.shape[0], 0) if out is None else out
-    x_prefix, weight, bias = _autocast_inputs(x_prefix, weight, bias)
+    x_prefix, weight, bias = dispatch.autocast_inputs(x_prefix, weight, bias)
     no_grad = not _needs_grad(x_prefix, weight, bias)
     if out is not None and no_grad and backend != "triton" and out.dtype == x_prefix.dtype:
         out.addmm_(x_prefix[:, :needed], weight[start:end, :needed].t(), beta=0)

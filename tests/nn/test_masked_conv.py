@@ -184,6 +184,28 @@ def test_compile_and_func_match_eager():
     torch.testing.assert_close(weight.grad, eager, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("backend", ["blocked", "reference"])
+def test_autocast_runs_in_its_dtype_like_conv2d(backend):
+    """Inside autocast a bf16 input (a layer's output there) and an fp32 weight run in bf16, as
+    ``F.conv2d`` does (the masked convolution refused the mixed dtypes before), and the fp32
+    weight gets an fp32 gradient."""
+    x = torch.randn(3, 4, 5, 6).bfloat16().float()
+    weight = torch.randn(8, 4, 3, 3, requires_grad=True)
+    bias = torch.randn(8, requires_grad=True)
+    exact = block_masked_conv2d(x, weight, bias, stack="vertical", strict=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = block_masked_conv2d(
+            x.bfloat16(), weight, bias, stack="vertical", strict=True, backend=backend
+        )
+        plain = torch.nn.functional.conv2d(x.bfloat16(), weight)
+    assert low.dtype == plain.dtype == torch.bfloat16
+    assert_close_scaled(low.float(), exact, rtol=2e-2)
+    low.float().sum().backward()
+    assert weight.grad.dtype == torch.float32 and bias.grad.dtype == torch.float32
+    assert (weight.grad[:, :, tap_mask(3, "vertical", True) == 0] == 0).all()
+    torch.testing.assert_close(bias.grad, torch.full((8,), 3.0 * 5 * 6))
+
+
 def test_conv_errors_name_the_argument():
     x, w = torch.randn(2, 3, 4, 4), torch.randn(4, 3, 3, 3)
     with pytest.raises(ValueError, match="odd"):
