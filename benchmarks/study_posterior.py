@@ -233,6 +233,8 @@ ABLATION = [
     # SLCP's posteriors have four sign-symmetric modes: more samples per target see them better?
     ("recipe + m=8", {"samples_per_target": 8}, {"noise": 1}),
     ("recipe + m=16", {"samples_per_target": 16}, {"noise": 1}),
+    # a bounded latent (SemiAutoregressiveGenerator's noise_distribution): no stretched tails
+    ("recipe + uniform noise", {}, {"noise": 1, "noise_distribution": "uniform"}),
 ]
 
 
@@ -256,6 +258,7 @@ def run_ablation(args, payload: dict, save) -> list[dict]:
                     noise_features=options.get("noise", 2) * features,
                     residual=options.get("residual", False),
                     activation=options.get("activation", "relu"),
+                    noise_distribution=options.get("noise_distribution", "normal"),
                 )
                 if options.get("raw_context"):
                     model.fit_standardisation = _data_only(model)
@@ -267,6 +270,7 @@ def run_ablation(args, payload: dict, save) -> list[dict]:
                 "variant": label,
                 "budget": args.budget,
                 "c2st": summary([r["c2st"] for r in runs]),
+                "c2st_mlp": summary([r["c2st_mlp"] for r in runs]),
                 "runs": runs,
             }
             print(json.dumps({k: v for k, v in row.items() if k != "runs"}), flush=True)
@@ -290,7 +294,9 @@ def markdown(machine: dict, payload: dict) -> str:
     lines = [
         "# Posterior inference: energy-trained conditional models against NPE",
         "",
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']}. Every "
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']} "
+        "(the latest run's; rows kept from earlier runs were measured on an AMD EPYC, 2 "
+        "cores). Every "
         "model of a row trains the same seconds (wall clock, the `s` column; the schedule ends "
         "there) through "
         "`fit_posterior` (box priors: logit transform; 10% validation, best weights), 3 seeds, "

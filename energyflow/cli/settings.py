@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Optional
 
 from energyflow.models import MODELS, GenerativeModel, build_model
+from energyflow.models.generator import NOISE_DISTRIBUTIONS
 from energyflow.training.config import (
     AT_LEAST_1,
     NON_NEGATIVE,
@@ -95,6 +96,12 @@ class ModelOptions:
         "saef: discrete latent components, 0: none (recipe: 16 for D <= 8, else 0)",
         rule=NON_NEGATIVE,
     )
+    noise_distribution: Optional[str] = setting(
+        None,
+        "saef: the continuous noise as the network sees it; uniform is bounded, so the modes "
+        "get no stretched tails (recipe: uniform for D <= 8, else normal)",
+        choices=NOISE_DISTRIBUTIONS,
+    )
     patch: Optional[int] = setting(
         None, "image: block side p in pixels (recipe: 4 from 24 pixels, else 2)", rule=AT_LEAST_1
     )
@@ -134,7 +141,7 @@ class RunSettings:
 
 # model options that only the image model takes, and those that only the flat models take
 IMAGE_OPTIONS = ("patch", "noise_channels")
-FLAT_OPTIONS = ("blocks", "residual", "noise_features", "mixture_components")
+FLAT_OPTIONS = ("blocks", "residual", "noise_features", "mixture_components", "noise_distribution")
 
 
 def _model_with_recipe(options: ModelOptions, dataset: Dataset) -> ModelOptions:
@@ -165,6 +172,7 @@ def _model_with_recipe(options: ModelOptions, dataset: Dataset) -> ModelOptions:
             "residual": recipe.get("residual", False),
             "noise_features": recipe.get("noise_features", dataset.features),
             "mixture_components": recipe.get("mixture_components", 0),
+            "noise_distribution": recipe.get("noise_distribution", "normal"),
         }
     filled.update(model=name, hidden=list(recipe["hidden_features"]))
     options = replace(options, **{k: v for k, v in filled.items() if getattr(options, k) is None})
@@ -247,6 +255,7 @@ def model_of(options: ModelOptions, dataset: Dataset) -> GenerativeModel:
         noise_features=options.noise_features,
         residual=options.residual,
         mixture_components=options.mixture_components,
+        noise_distribution=options.noise_distribution,
         image_shape=dataset.image_shape,
         patch=options.patch,
         noise_channels=options.noise_channels,

@@ -84,8 +84,11 @@ def test_the_help_texts_say_what_the_recipe_does(data, model, hidden, residual, 
     )
     assert settings.model.hidden == hidden and settings.model.blocks == blocks
     assert settings.model.residual == residual and settings.model.mixture_components == mixture
+    noise = "uniform" if settings.model.model == "saef" and data == "8gaussians" else "normal"
+    assert settings.model.noise_distribution == noise
     helps = {f.name: f.metadata["help"] for f in ModelOptions.__dataclass_fields__.values()}
     assert "3 x 128 for D <= 8" in helps["hidden"] and "affine min(D, 4)" in helps["blocks"]
+    assert "uniform for D <= 8, else normal" in helps["noise_distribution"]
 
 
 def test_settings_errors_name_the_flag(tmp_path, capsys):

@@ -216,6 +216,7 @@ def test_relative_data_paths_are_stored_absolute(tmp_path, monkeypatch, capsys):
         ("--lr -1", "--lr"),
         ("--estimator score --samples-per-target 1", "--samples-per-target"),
         ("--noise-features -1", "--noise-features"),
+        ("--noise-distribution laplace", "--noise-distribution"),
         ("--n-train 5", "--n-train"),
         ("--blocks -1", "--blocks"),
         ("--blocks 3", "--blocks 3 exceeds"),

@@ -115,3 +115,40 @@ def test_mixture_latent_components_follow_the_data_clusters(tmp_path):
     )
     with pytest.raises(ValueError, match="mixture_components"):
         SemiAutoregressiveGenerator(2, 1, mixture_components=-1)
+
+
+@pytest.mark.parametrize("mixture", [0, 3])
+def test_uniform_noise_is_the_bounded_image_of_the_drawn_normal(mixture, tmp_path):
+    """``noise_distribution="uniform"`` hands the network sqrt(3) (2 Phi(z) - 1) of the drawn
+    continuous units (bounded by sqrt 3, unit variance) and leaves the component picker as it
+    is; the choice survives save / load, and an unknown one is refused by name."""
+    model = SemiAutoregressiveGenerator(
+        2, 2, mixture_components=mixture, noise_distribution="uniform", hidden_features=(8,)
+    )
+    seen = {}
+
+    def record(noise, context, batch_shape):
+        seen["noise"], seen["context"] = noise, context
+        return noise.new_zeros(*batch_shape, 2)
+
+    model.net.generate = record
+    z = 4.0 * torch.randn(20000, model.noise_features)
+    model._rsample_standardised(z, None)
+    continuous = z[:, : model.net.noise_features]
+    expected = math.sqrt(3.0) * (2.0 * torch.special.ndtr(continuous) - 1.0)
+    torch.testing.assert_close(seen["noise"], expected)
+    assert seen["noise"].abs().max() <= math.sqrt(3.0)
+    unit = math.sqrt(3.0) * (2.0 * torch.special.ndtr(torch.randn(200000)) - 1.0)
+    assert abs(float(unit.var()) - 1.0) < 0.01
+    if mixture:
+        torch.testing.assert_close(seen["context"], model.component_codes(z[:, -1]))
+    del model.net.generate
+    model.save(tmp_path / "m.pt")
+    loaded = load_model(tmp_path / "m.pt")
+    assert loaded.noise_distribution == "uniform"
+    z = torch.randn(10, model.noise_features)
+    torch.testing.assert_close(
+        loaded._rsample_standardised(z, None), model._rsample_standardised(z, None)
+    )
+    with pytest.raises(ValueError, match="noise_distribution must be one of"):
+        SemiAutoregressiveGenerator(2, 1, noise_distribution="laplace")
